@@ -22,8 +22,33 @@ def hub_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
+def cache_dir() -> Path:
+    """Our own cache (tiny checkpoints, synthetic task data): QWEN3VL_EVAL_CACHE or ~/.cache/qwen3vl-eval."""
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "qwen3vl-eval")
+    return Path(os.environ.get("QWEN3VL_EVAL_CACHE", default)).expanduser()
+
+
+TINY_NAMES = {"tiny": "default", "tiny-variant": "variant", "tiny-moe": "moe"}
+
+
 def resolve_model(name: str | os.PathLike, revision: str | None = None) -> Path:
-    """A checkpoint folder for `name`: a local folder as is, or `org/model[@revision]` from the HF cache."""
+    """A checkpoint folder for `name`: a local folder as is, `org/model[@revision]` from the HF cache, or one
+    of the embedded tiny random checkpoints (`tiny`, `tiny-variant`, `tiny-moe`), built on first use."""
+    if str(name) in TINY_NAMES:
+        from qwen3vl_eval.tiny import build_tiny_checkpoint
+
+        out = cache_dir() / "tiny" / TINY_NAMES[str(name)]
+        if not (out / "model.safetensors").is_file():
+            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+            build_tiny_checkpoint(tmp, TINY_NAMES[str(name)])
+            os.makedirs(out.parent, exist_ok=True)
+            try:
+                os.replace(tmp, out)
+            except OSError:  # built concurrently by another process
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+        return out
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -32,3 +32,18 @@ def handle_errors(fn: F) -> F:
             raise fail(str(e)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def read_messages(path) -> list:
+    """A messages file (CONTRACTS section 4): JSON, one conversation or a list of them. Returns it parsed;
+    relative media paths resolve against the file's folder (pass `path.parent` as the processor's base_dir)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: messages file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None

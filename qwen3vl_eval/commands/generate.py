@@ -1,0 +1,61 @@
+"""`qwen3vl-eval generate`: reply to the conversations of a messages file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from qwen3vl_eval.commands import handle_errors, read_messages
+
+
+@handle_errors
+def main(
+    model: str = typer.Option(..., "--model", help="checkpoint folder, Hub id in the local HF cache, or 'tiny'"),
+    messages: Path = typer.Option(..., "--messages", help="JSON: one conversation or a list of them (a batch)"),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="tokens to generate at most"),
+    temperature: float = typer.Option(None, "--temperature", help="0 = greedy (default: generation_config.json)"),
+    top_p: float = typer.Option(None, "--top-p"),
+    top_k: int = typer.Option(None, "--top-k"),
+    repetition_penalty: float = typer.Option(None, "--repetition-penalty"),
+    presence_penalty: float = typer.Option(None, "--presence-penalty"),
+    seed: int = typer.Option(0, "--seed", help="sampling seed"),
+    stop: list[str] = typer.Option(None, "--stop", help="stop string (repeatable)"),
+    ignore_eos: bool = typer.Option(False, "--ignore-eos", help="generate exactly --max-new-tokens tokens"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per conversation"),
+    video_prompt: str = typer.Option("trained", "--video-prompt", help="trained or transformers5"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16"),
+) -> None:
+    """Print the reply to each conversation (streamed for a single one), or JSON lines with --json."""
+    from qwen3vl_eval.engine import Engine
+
+    conversations = read_messages(messages)
+    engine = Engine(model, device=device, dtype=dtype, video_prompt=video_prompt)
+    params = engine.params(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                           repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, seed=seed,
+                           stop=tuple(stop) if stop else None, ignore_eos=ignore_eos)
+    single = not conversations or not isinstance(conversations[0], list)
+    batch = [conversations] if single else conversations
+    stream = None
+    if single and not as_json and sys.stdout.isatty():
+        tok = engine.processor.tokenizer
+        shown: list[int] = []
+
+        def stream(row: int, new_ids: list[int]) -> None:  # print the text as it grows
+            before = tok.decode(shown)
+            shown.extend(new_ids)
+            sys.stdout.write(tok.decode(shown)[len(before):])
+            sys.stdout.flush()
+
+    replies = engine.chat(batch, params, base_dir=messages.parent, on_tokens=stream)
+    for r in replies:
+        if as_json:
+            print(json.dumps({"text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
+                              "reasoning": r.reasoning, "answer": r.answer, "prompt_tokens": r.prompt_tokens}))
+        elif stream is not None:
+            print()
+        else:
+            print(r.text)

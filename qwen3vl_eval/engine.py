@@ -1,0 +1,141 @@
+"""The engine: a checkpoint's processor, model and generation defaults behind one `chat` call.
+
+This is what the harness, `generate`, `bench` and `serve` run on. It holds no decoding policy of its own:
+defaults come from the checkpoint's `generation_config.json` and the caller's `GenerationParams`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qwen3vl_eval import __version__
+from qwen3vl_eval.device import dtype_name, resolve_device, resolve_dtype
+from qwen3vl_eval.generate import GenerationOutput, Timings, generate
+from qwen3vl_eval.hub import hub_cache_dir, resolve_model
+from qwen3vl_eval.model.weights import load_model
+from qwen3vl_eval.processor import Processor
+from qwen3vl_eval.sampling import GenerationParams, split_reasoning
+
+
+@dataclass
+class Reply:
+    text: str  # the whole decoded reply, special tokens skipped
+    token_ids: list[int]
+    finish_reason: str  # "stop" or "length"
+    reasoning: str | None  # Thinking checkpoints: the text before </think>
+    answer: str  # the text after </think> (the whole text when there is none)
+    prompt_tokens: int
+
+
+class Engine:
+    """Load a checkpoint (folder, Hub id in the local cache, or `tiny`) and answer conversations."""
+
+    def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto",
+                 video_prompt: str = "trained", fast: bool | None = None) -> None:
+        self.path = resolve_model(model)
+        self.name = str(model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.video_prompt = video_prompt
+        self.processor = Processor.from_pretrained(self.path)
+        self.model = load_model(self.path, device=self.device, dtype=self.dtype)
+        self.defaults = GenerationParams.from_generation_config(self.path / "generation_config.json")
+        self.timings = Timings()
+        self.decoder = None
+        if fast if fast is not None else self.device.type == "cuda":
+            from qwen3vl_eval.fast import CudaGraphDecoder
+
+            self.decoder = CudaGraphDecoder(self.model)
+        self.info = model_info(self.name, self.path, self.device, self.dtype)
+
+    def params(self, **overrides: Any) -> GenerationParams:
+        """The checkpoint's defaults with overrides (None values keep the default)."""
+        return self.defaults.with_overrides(**overrides)
+
+    def chat(self, conversations: list, params: GenerationParams | None = None, *, base_dir: str | Path | None = None,
+             on_tokens=None) -> list[Reply]:
+        """Replies to a batch of conversations (CONTRACTS section 4 messages), generated together."""
+        params = params or self.defaults
+        if not params.eos_token_ids:
+            params = replace(params, eos_token_ids=self.defaults.eos_token_ids)
+        t0 = time.perf_counter()
+        batch = self.processor(conversations, video_prompt=self.video_prompt, base_dir=base_dir)
+        batch = batch.to(self.device, self.dtype)
+        self.timings.extra["preprocess_s"] = self.timings.extra.get("preprocess_s", 0.0) + time.perf_counter() - t0
+        tok = self.processor.tokenizer
+        outs = generate(self.model, batch.input_ids, batch.attention_mask, params,
+                        pixel_values=batch.pixel_values, image_grid_thw=batch.image_grid_thw,
+                        pixel_values_videos=batch.pixel_values_videos, video_grid_thw=batch.video_grid_thw,
+                        decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
+                        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+                        step_fn=self.decoder, timings=self.timings, on_tokens=on_tokens)
+        prompt_tokens = batch.attention_mask.sum(-1).tolist()
+        return [self._reply(o, n) for o, n in zip(outs, prompt_tokens)]
+
+    def _reply(self, out: GenerationOutput, prompt_tokens: int) -> Reply:
+        text = out.text if out.text is not None else self.processor.tokenizer.decode(out.token_ids)
+        reasoning, answer = split_reasoning(text)
+        return Reply(text, out.token_ids, out.finish_reason, reasoning, answer, int(prompt_tokens))
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """sha256 over config.json and the weight files. Files up to 256 MiB are hashed whole; larger ones by size,
+    safetensors header and 1 MiB from each end (a fingerprint, recorded as such, not a content hash)."""
+    h = hashlib.sha256()
+    h.update((path / "config.json").read_bytes())
+    for f in sorted(path.glob("*.safetensors")):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with f.open("rb") as fh:
+            if size <= 256 << 20:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            else:
+                n = int.from_bytes(fh.read(8), "little")
+                h.update(fh.read(min(n, 100 << 20)))
+                h.update(fh.read(1 << 20))
+                fh.seek(size - (1 << 20))
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+def model_info(name: str, path: Path, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """What a results file records about the model and the software it ran on."""
+    revision = None
+    try:  # a Hub snapshot folder is named by its commit
+        if path.resolve().is_relative_to(hub_cache_dir().resolve()):
+            revision = path.resolve().name
+    except OSError:
+        pass
+    cfg = json.loads((path / "config.json").read_text())
+    return {
+        "model": name,
+        "path": str(path),
+        "model_type": cfg.get("model_type"),
+        "revision": revision,
+        "checkpoint_sha256": checkpoint_fingerprint(path),
+        "dtype": dtype_name(dtype),
+        "device": device_name(device),
+        "versions": versions(),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def versions() -> dict[str, str]:
+    import tokenizers
+
+    return {"qwen3vl_eval": __version__, "torch": torch.__version__, "tokenizers": tokenizers.__version__,
+            "python": platform.python_version(), "cuda": torch.version.cuda or "none"}

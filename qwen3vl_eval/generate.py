@@ -1,0 +1,211 @@
+"""Batched generation with a static KV cache: prefill once, then one token per step for every live row.
+
+Rows are left-padded; each keeps its prompt's padded layout in the cache and continues its own MRoPE count
+through `rope_deltas` (positions never live on the model). Rows that finish (an eos id, a stop string, or
+`max_new_tokens`) are dropped from the batch at the next check, so they stop costing work. On CPU every step
+is checked; on CUDA the loop checks every `check_every` steps, so decoding runs without a host-device sync per
+token, and a `DecodeStep` from `qwen3vl_eval.fast` may replay the step from a CUDA graph.
+
+Legend: B live rows, L prompt slots, N max new tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from qwen3vl_eval.model.kv_cache import KVCache, allocate_caches
+from qwen3vl_eval.model.qwen3vl import Qwen3VL
+from qwen3vl_eval.model.rope import decode_position_ids, rope_index
+from qwen3vl_eval.sampling import GenerationParams, find_stop, make_generator, process_logits, select_tokens
+
+
+@dataclass
+class GenerationOutput:
+    token_ids: list[int]
+    finish_reason: str  # "stop" (eos or stop string) or "length"
+    text: str | None = None  # set when a decode function was given
+
+
+@dataclass
+class Timings:
+    """Seconds spent per phase (cumulative over calls) and counters."""
+
+    vision: float = 0.0
+    prefill: float = 0.0
+    decode: float = 0.0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"vision_s": self.vision, "prefill_s": self.prefill, "decode_s": self.decode,
+                "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens, **self.extra}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def prefill(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor, cache: list, *, pixel_values=None,
+            image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
+            visual=None) -> tuple[Tensor, Tensor]:
+    """Run the prompt through the model, filling cache slots 0..L-1. Returns the last position's logits [B, V]
+    and rope_deltas [B, 1]."""
+    position_ids, rope_deltas = rope_index(input_ids, image_grid_thw, video_grid_thw, attention_mask, model.config)
+    L = input_ids.shape[1]
+    input_pos = torch.arange(L, device=input_ids.device)
+    kwargs = dict(pixel_values=pixel_values, image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos,
+                  video_grid_thw=video_grid_thw)
+    if visual is not None:
+        kwargs["visual"] = visual
+    logits = model(input_ids, position_ids, attention_mask=attention_mask, cache=cache, input_pos=input_pos,
+                   last_only=True, **kwargs)
+    return logits[:, -1], rope_deltas
+
+
+def decode_step(model: Qwen3VL, tokens: Tensor, input_pos: Tensor, rope_deltas: Tensor, attention_mask: Tensor,
+                cache: list) -> Tensor:
+    """One token per row [B] at cache slot input_pos [1]; returns next-token logits [B, V]."""
+    position_ids = decode_position_ids(input_pos, rope_deltas)  # [3, B, 1]
+    return model(tokens[:, None], position_ids, attention_mask=attention_mask, cache=cache, input_pos=input_pos,
+                 last_only=True)[:, -1]
+
+
+@torch.inference_mode()
+def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, params: GenerationParams, *,
+             pixel_values: Tensor | None = None, image_grid_thw: Tensor | None = None,
+             pixel_values_videos: Tensor | None = None, video_grid_thw: Tensor | None = None,
+             visual=None, decode: Callable[[list[int]], str] | None = None, pad_token_id: int = 0,
+             check_every: int | None = None, step_fn=None, timings: Timings | None = None,
+             on_tokens: Callable[[int, list[int]], None] | None = None) -> list[GenerationOutput]:
+    """Generate up to `params.max_new_tokens` tokens for each row of a left-padded batch.
+
+    `decode` (token ids -> text) is needed for stop strings and fills `GenerationOutput.text`. `step_fn`
+    replaces `decode_step` (same signature), e.g. a CUDA-graph replay. `on_tokens(row, new_ids)` streams."""
+    params.validate()
+    device = input_ids.device
+    B, L = input_ids.shape
+    N = params.max_new_tokens
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if params.stop and decode is None:
+        raise ValueError("stop strings need a decode function")
+    check_every = check_every or (1 if device.type == "cpu" or params.stop or on_tokens else 8)
+    step_fn = step_fn or decode_step
+    timings = timings if timings is not None else Timings()
+    dtype = next(model.parameters()).dtype
+    alloc = getattr(step_fn, "allocate", allocate_caches)  # a CUDA-graph decoder owns reusable caches
+    cache = alloc(model.config.text, B, L + N, dtype=dtype, device=device)
+
+    _sync(device)
+    t0 = time.perf_counter()
+    logits, rope_deltas = prefill(model, input_ids, attention_mask, cache, pixel_values=pixel_values,
+                                  image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos,
+                                  video_grid_thw=video_grid_thw, visual=visual)
+    _sync(device)
+    t1 = time.perf_counter()
+    timings.prefill += t1 - t0
+    timings.prompt_tokens += int(attention_mask.sum())
+
+    V = logits.shape[-1]
+    eos = torch.tensor(sorted(set(params.eos_token_ids)) if not params.ignore_eos else [], device=device,
+                       dtype=torch.long)
+    seen = counts = None
+    if params.repetition_penalty != 1.0:
+        seen = torch.zeros(B, V, dtype=torch.bool, device=device)
+        seen.scatter_(1, input_ids.clamp(max=V - 1), attention_mask.bool())
+    if params.presence_penalty != 0.0:
+        counts = torch.zeros(B, V, dtype=torch.int32, device=device)
+    generator = make_generator(params, device)
+
+    rows = list(range(B))  # original index of each live row
+    new_tokens = torch.full((B, N), pad_token_id, dtype=torch.long, device=device)  # [B, N]
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    results: list[GenerationOutput | None] = [None] * B
+    streamed = [0] * B
+    checked = 0  # steps already examined on the host
+    for step in range(N):
+        tok = select_tokens(process_logits(logits, params, seen, counts), params, generator)  # [B]
+        tok = torch.where(finished, torch.full_like(tok, pad_token_id), tok)
+        new_tokens[:, step] = tok
+        if eos.numel():
+            finished = finished | torch.isin(tok, eos)
+        if seen is not None:
+            seen.scatter_(1, tok[:, None], True)
+        if counts is not None:
+            counts.scatter_add_(1, tok[:, None], torch.ones_like(tok[:, None], dtype=torch.int32))
+        last = step == N - 1
+        if (step + 1 - checked) >= check_every or last:
+            host = new_tokens[:, : step + 1].tolist()  # the only host sync, every check_every steps
+            keep = []
+            for i, ids in enumerate(host):
+                if results[rows[i]] is not None:  # finished earlier, kept in the batch until compaction
+                    continue
+                out = _finish_row(ids, params, decode, last)
+                if on_tokens is not None:
+                    shown = out.token_ids if out else ids
+                    on_tokens(rows[i], shown[streamed[rows[i]]:])
+                    streamed[rows[i]] = len(shown)
+                if out is None:
+                    keep.append(i)
+                else:
+                    results[rows[i]] = out
+                    finished[i] = True
+            checked = step + 1
+            if not keep:
+                break
+            # Compact: finished rows stop costing work. On CUDA only when the batch halves, since a new batch
+            # size means a new CUDA graph; until then finished rows decode padding that is thrown away.
+            if len(keep) < len(rows) and (device.type != "cuda" or len(keep) <= len(rows) // 2):
+                idx = torch.tensor(keep, device=device)
+                rows = [rows[i] for i in keep]
+                new_tokens, finished, rope_deltas, attention_mask, tok = (
+                    t.index_select(0, idx) for t in (new_tokens, finished, rope_deltas, attention_mask, tok))
+                seen = seen.index_select(0, idx) if seen is not None else None
+                counts = counts.index_select(0, idx) if counts is not None else None
+                cache = _compact(cache, idx, model.config.text)
+        input_pos = torch.tensor([L + step], device=device)
+        logits = step_fn(model, tok, input_pos, rope_deltas, attention_mask, cache)
+    _sync(device)
+    timings.decode += time.perf_counter() - t1
+    outputs = [r if r is not None else GenerationOutput([], "length") for r in results]
+    timings.generated_tokens += sum(len(o.token_ids) for o in outputs)
+    return outputs
+
+
+def _compact(cache: list[KVCache], idx: Tensor, config) -> list[KVCache]:
+    """New caches holding only rows `idx` (the old ones may be owned by a CUDA-graph decoder and reused)."""
+    k = cache[0].k_cache
+    new = allocate_caches(config, idx.numel(), k.shape[2], dtype=k.dtype, device=k.device)
+    for n, c in zip(new, cache):
+        torch.index_select(c.k_cache, 0, idx, out=n.k_cache)
+        torch.index_select(c.v_cache, 0, idx, out=n.v_cache)
+    return new
+
+
+def _finish_row(ids: list[int], params: GenerationParams, decode, last: bool) -> GenerationOutput | None:
+    """The row's output if it has finished (eos, stop string, or the last step), else None."""
+    eos = set() if params.ignore_eos else set(params.eos_token_ids)
+    for j, t in enumerate(ids):
+        if t in eos:
+            ids = ids[: j + 1]
+            text = decode(ids[:-1]) if decode else None
+            return GenerationOutput(ids, "stop", text)
+    if params.stop:
+        text = decode(ids)
+        cut = find_stop(text, params.stop)
+        if cut >= 0:
+            # keep the fewest tokens whose text reaches the stop string; the text ends before it
+            for j in range(1, len(ids) + 1):
+                if find_stop(decode(ids[:j]), params.stop) >= 0:
+                    return GenerationOutput(ids[:j], "stop", text[:cut])
+    if last:
+        return GenerationOutput(ids, "length", decode(ids) if decode else None)
+    return None

@@ -1,0 +1,134 @@
+"""Decoding policy: generation parameters, logits processing and token selection.
+
+Order of operations follows transformers' `generate` for the fields it has (repetition penalty, then
+temperature, top-k, top-p) and vLLM/OpenAI for presence penalty (subtracted once per token already generated).
+Sampling uses the exponential-race trick (argmax of p / Exp(1) noise) with an explicit generator: it is
+seeded, reproducible, and needs no host-device synchronisation. Temperature 0 is greedy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qwen3vl_eval.errors import InputError
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    eos_token_ids: tuple[int, ...] = field(default=())
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0 or self.top_k == 1
+
+    def validate(self) -> GenerationParams:
+        checks = [
+            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.top_k >= 0, "top_k must be >= 0"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise InputError(msg)
+        return self
+
+    def with_overrides(self, **overrides: Any) -> GenerationParams:
+        """A copy with the given fields replaced; None values are ignored."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+    @classmethod
+    def from_generation_config(cls, path: str | Path | None, **overrides: Any) -> GenerationParams:
+        """Defaults from a checkpoint's `generation_config.json` (sampling fields and eos ids), then overrides.
+
+        `do_sample: false` in the file means greedy regardless of its temperature."""
+        base: dict[str, Any] = {}
+        if path is not None and Path(path).is_file():
+            try:
+                gc = json.loads(Path(path).read_text())
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}: not valid JSON ({e})") from None
+            names = {f.name for f in fields(cls)}
+            base = {k: gc[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty") if k in gc}
+            if not gc.get("do_sample", False):
+                base["temperature"] = 0.0
+            eos = gc.get("eos_token_id")
+            if eos is not None:
+                base["eos_token_ids"] = tuple(eos) if isinstance(eos, list) else (eos,)
+            if gc.get("max_new_tokens") is not None:
+                base["max_new_tokens"] = gc["max_new_tokens"]
+            base = {k: v for k, v in base.items() if k in names and v is not None}
+        return cls(**base).with_overrides(**overrides)
+
+
+def process_logits(logits: torch.Tensor, params: GenerationParams, seen: torch.Tensor | None,
+                   generated: torch.Tensor | None) -> torch.Tensor:
+    """Apply penalties and warpers to next-token logits.
+
+    logits: [B, V] float; seen: [B, V] bool, tokens in prompt or output (for the repetition penalty);
+    generated: [B, V] counts of tokens generated so far (for the presence penalty)."""
+    logits = logits.float()
+    if params.repetition_penalty != 1.0 and seen is not None:
+        penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if params.presence_penalty != 0.0 and generated is not None:
+        logits = logits - params.presence_penalty * (generated > 0).to(logits.dtype)
+    if params.greedy:
+        return logits
+    logits = logits / params.temperature
+    if params.top_k > 0:
+        k = min(params.top_k, logits.shape[-1])
+        kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # [B, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cum <= (1 - params.top_p)
+        drop_sorted[:, -1] = False  # always keep the most likely token
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def select_tokens(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator | None) -> torch.Tensor:
+    """Next tokens [B] from processed logits [B, V]: argmax when greedy, else an exponential race."""
+    if params.greedy:
+        return logits.argmax(-1)
+    probs = logits.softmax(-1)
+    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / noise).argmax(-1)
+
+
+def make_generator(params: GenerationParams, device: torch.device) -> torch.Generator | None:
+    if params.greedy:
+        return None
+    return torch.Generator(device=device).manual_seed(params.seed)
+
+
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """Thinking replies: (reasoning, answer) split at the last `</think>`; (None, text) when there is none."""
+    if "</think>" not in text:
+        return None, text
+    reasoning, answer = text.rsplit("</think>", 1)
+    return reasoning.replace("<think>", "", 1).strip("\n"), answer.lstrip("\n")
+
+
+def find_stop(text: str, stops: tuple[str, ...]) -> int:
+    """Index where the earliest stop string starts in `text`, or -1."""
+    hits = [i for s in stops if (i := text.find(s)) >= 0]
+    return min(hits) if hits else -1
