@@ -31,8 +31,8 @@ def test_cuda_float32_greedy_equals_golden(case: Path) -> None:
     params = GenerationParams(max_new_tokens=want.shape[1], ignore_eos=True)
     outs = generate(model, g["input.input_ids"], g.get("input.attention_mask"), params,
                     pixel_values=g.get("input.pixel_values"), image_grid_thw=g.get("input.image_grid_thw"),
-                    pixel_values_videos=g.get("input.pixel_values_videos"), video_grid_thw=g.get("input.video_grid_thw"),
-                    step_fn=CudaGraphDecoder(model))
+                    pixel_values_videos=g.get("input.pixel_values_videos"),
+                    video_grid_thw=g.get("input.video_grid_thw"), step_fn=CudaGraphDecoder(model))
     assert [o.token_ids for o in outs] == want.tolist()
 
 
