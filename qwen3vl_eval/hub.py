@@ -35,12 +35,13 @@ def resolve_model(name: str | os.PathLike, revision: str | None = None) -> Path:
     """A checkpoint folder for `name`: a local folder as is, `org/model[@revision]` from the HF cache, or one
     of the embedded tiny random checkpoints (`tiny`, `tiny-variant`, `tiny-moe`), built on first use."""
     if str(name) in TINY_NAMES:
-        from qwen3vl_eval.tiny import build_tiny_checkpoint
+        from qwen3vl_eval.tiny import build_tiny_checkpoint, tiny_fingerprint
 
-        out = cache_dir() / "tiny" / TINY_NAMES[str(name)]
+        variant = TINY_NAMES[str(name)]
+        out = cache_dir() / "tiny" / f"{variant}-{tiny_fingerprint(variant)}"  # rebuilt when the builder changes
         if not (out / "model.safetensors").is_file():
             tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-            build_tiny_checkpoint(tmp, TINY_NAMES[str(name)])
+            build_tiny_checkpoint(tmp, variant)
             os.makedirs(out.parent, exist_ok=True)
             try:
                 os.replace(tmp, out)

@@ -195,6 +195,20 @@ def build_tiny_checkpoint(out_dir: str | Path, variant: str = "default", *, seed
     return out
 
 
+def tiny_fingerprint(variant: str, seed: int = 0) -> str:
+    """A short hash of everything `build_tiny_checkpoint` writes for a variant: its config, the seed, the
+    assets and this module's source. Cached tiny checkpoints are keyed by it."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(TINY_CONFIGS[variant].to_hf(), sort_keys=True).encode())
+    h.update(f"seed={seed}".encode())
+    for f in sorted(ASSETS.rglob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def save_state_dict(sd: dict[str, torch.Tensor], out: Path, shards: int = 1) -> None:
     """Save as `model.safetensors`, or as `shards` files plus `model.safetensors.index.json`."""
     meta = {"format": "pt"}

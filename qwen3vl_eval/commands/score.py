@@ -1,0 +1,40 @@
+"""`qwen3vl-eval score`: score saved predictions without a model (same results.json and report.md as run)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from qwen3vl_eval.commands import handle_errors
+from qwen3vl_eval.errors import InputError
+
+
+@handle_errors
+def score(
+    task: str = typer.Option(..., "--task", help="One task name (see `qwen3vl-eval tasks`)."),
+    predictions: Path = typer.Option(..., "--predictions", help='JSONL, one {"id": ..., "prediction": "..."} '
+                                     "per line (a run's samples.jsonl works too)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the task's data, or org/name[@rev]."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Folder for samples.jsonl, results.json and "
+                                          "report.md (default reports/runs/<timestamp>-score/<task>/)."),
+) -> None:
+    """Score a predictions file for one task."""
+    from qwen3vl_eval.eval.data import load_samples
+    from qwen3vl_eval.eval.runner import score_predictions
+    from qwen3vl_eval.eval.task import resolve_tasks
+
+    specs = resolve_tasks(task)
+    if len(specs) != 1:
+        raise InputError(f"--task {task}: score takes one task, not a suite of {len(specs)}")
+    spec = specs[0]
+    samples = load_samples(spec, data)
+    out = output or Path("reports/runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-score" / spec.task
+    results = score_predictions(spec, samples, predictions, out, config={"data": data},
+                                data_source=data or spec.data.describe())
+    metrics = ", ".join(f"{k} {v:.2f}" for k, v in results["metrics"].items() if v is not None)
+    missing = f", {results['n_missing']} missing" if results.get("n_missing") else ""
+    print(f"{spec.task}: {metrics} (n={results['n_samples']}, errors {results['n_errors']}{missing})")
+    print(f"results in {out}")
