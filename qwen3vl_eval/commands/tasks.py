@@ -10,12 +10,12 @@ from qwen3vl_eval.commands import handle_errors
 def availability(spec) -> str:  # noqa: ANN001
     """'yes (path)', 'no', or for synthetic tasks whether they are generated yet."""
     from qwen3vl_eval.eval.data import find_local
-    from qwen3vl_eval.eval.synth import cache_root
+    from qwen3vl_eval.hub import cache_dir
 
     if spec.data.source == "synth":
         from qwen3vl_eval.eval.synth import VERSION
 
-        done = (cache_root() / "synth" / f"{spec.data.path}-v{VERSION}" / "data.parquet").is_file()
+        done = (cache_dir() / "synth" / f"{spec.data.path}-v{VERSION}" / "data.parquet").is_file()
         return "generated" if done else "on first use"
     found = find_local(spec.data)
     return f"yes ({found[1]})" if found else "no"

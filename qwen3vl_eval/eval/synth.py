@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -28,13 +27,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from qwen3vl_eval.eval.parsers import LETTERS
+from qwen3vl_eval.hub import cache_dir
 
 VERSION = 1
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 70, 220), "yellow": (240, 220, 40)}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("QWEN3VL_EVAL_CACHE", "~/.cache/qwen3vl-eval")).expanduser()
 
 
 # ---------------------------------------------------------------- writing data the way HF stores it
@@ -235,7 +231,7 @@ def ensure(name: str) -> Path:
 
     if name not in GENERATORS:
         raise TaskError(f"synthetic data {name!r}: unknown (known: {', '.join(GENERATORS)})")
-    folder = cache_root() / "synth" / f"{name}-v{VERSION}"
+    folder = cache_dir() / "synth" / f"{name}-v{VERSION}"
     data = folder / "data.parquet"
     if data.is_file():
         return data
