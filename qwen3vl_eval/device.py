@@ -1,16 +1,22 @@
-"""`--device` and `--dtype` values (CONTRACTS section 3) to torch objects."""
+"""`--device` and `--dtype` values (CONTRACTS section 3) to torch objects. torch is imported on first use, so
+that commands stay quick to start (`--help`)."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from qwen3vl_eval.errors import InputError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto` is cuda when available, else cpu; `cuda:N` must exist."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -18,7 +24,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise InputError(f"--device {name}: CUDA is not available on this machine")
-        dev = torch.device(name)
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise InputError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
         return dev
@@ -27,11 +36,13 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """`auto` is bfloat16 on CUDA and float32 on CPU (the exact reference path)."""
+    import torch
+
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in DTYPES:
-        raise InputError(f"--dtype {name!r}: expected auto, {', '.join(DTYPES)}")
-    return DTYPES[name]
+    if name not in DTYPE_NAMES:
+        raise InputError(f"--dtype {name!r}: expected auto, {', '.join(DTYPE_NAMES)}")
+    return getattr(torch, name)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
