@@ -229,8 +229,10 @@ def _missing_field(e: TypeError) -> str:
 # config.json on the Hub: https://huggingface.co/Qwen/Qwen3-VL-<size>-Instruct/blob/main/config.json).
 # Only what differs between sizes is spelled out; vocab 151936, head_dim 128, theta 5e6, mrope [24,20,20],
 # patch 16, merge 2, temporal patch 2 and 2304 position embeddings are common to all.
-_VIT_SMALL = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, deepstack_visual_indexes=(5, 11, 17))
-_VIT_LARGE = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, deepstack_visual_indexes=(8, 16, 24))
+_VIT_SMALL = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+                  deepstack_visual_indexes=(5, 11, 17))
+_VIT_LARGE = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+                  deepstack_visual_indexes=(8, 16, 24))
 
 
 def _preset(vit: dict, *, moe: dict | None = None, tie: bool = False, **text: Any) -> Qwen3VLConfig:

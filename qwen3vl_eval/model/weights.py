@@ -1,0 +1,111 @@
+"""Checkpoint loading: a Hugging Face Qwen3-VL folder (or cached Hub id) to a `Qwen3VL` on a device.
+
+The model is built on the meta device (no memory, no random init), each tensor is read from its safetensors
+file through a memory map, cast, moved to the device, and assigned in place of the meta parameter, so host
+memory holds about one copy of the weights at most. Key names are the checkpoint's own: dense and MoE load with
+no renames (MoE experts stay in the released [E, Hd, 2I] / [E, I, Hd] layout). With tied embeddings the head is
+`embed_tokens`; an `lm_head.weight` stored anyway is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from qwen3vl_eval.errors import CheckpointError
+from qwen3vl_eval.hub import resolve_model
+from qwen3vl_eval.model.config import Qwen3VLConfig
+from qwen3vl_eval.model.qwen3vl import Qwen3VL
+
+
+def load_model(path_or_hub_id: str | Path, *, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.bfloat16) -> Qwen3VL:
+    """Load a checkpoint folder or Hub id (CONTRACTS section 1) in eval mode on `device` in `dtype`."""
+    path = resolve_model(path_or_hub_id)
+    config = Qwen3VLConfig.from_file(path / "config.json")
+    files = weight_files(path)
+    with torch.device("meta"):
+        model = Qwen3VL(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems, state, misshaped = [], {}, set()
+    for file, keys in files.items():
+        for key in keys:
+            if key not in expected:
+                if not (key == "lm_head.weight" and config.tie_word_embeddings):
+                    problems.append(f"unexpected key {key} in {file.name}")
+                continue
+            with safe_open(file, framework="pt") as f:  # opened per tensor: only this tensor is mapped
+                shape = tuple(f.get_slice(key).get_shape())
+                if shape != expected[key]:
+                    problems.append(f"{key}: shape {shape} in {file.name}, the config expects {expected[key]}")
+                    misshaped.add(key)
+                    continue
+                state[key] = f.get_tensor(key).to(device=device).to(dtype)
+    problems += [f"missing key {k}" for k in expected if k not in state and k not in misshaped]
+    _raise_if(problems, path)
+    return _finish(model, state, device)
+
+
+def build_model(config: Qwen3VLConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16,
+                seed: int = 0) -> Qwen3VL:
+    """A model with random weights (for presets such as `--preset 8B`), created directly on `device`: norm
+    weights near 1, small biases, fan-in scaled matrices, as `tiny.random_state_dict` makes them."""
+    with torch.device("meta"):
+        model = Qwen3VL(config)
+    g = torch.Generator(device=device).manual_seed(seed)
+    state = {}
+    for key, meta in model.state_dict().items():
+        shape = tuple(meta.shape)
+        if key.endswith(("norm.weight", "norm1.weight", "norm2.weight")):
+            w = 1.0 + 0.1 * torch.randn(shape, generator=g, device=device)
+        elif key.endswith("bias"):
+            w = 0.05 * torch.randn(shape, generator=g, device=device)
+        elif key.endswith(("embed_tokens.weight", "pos_embed.weight")):
+            w = 0.5 * torch.randn(shape, generator=g, device=device)
+        else:
+            fan_in = shape[1] if "experts" in key else math.prod(shape[1:])
+            w = torch.randn(shape, generator=g, device=device) / math.sqrt(fan_in)
+        state[key] = w.to(dtype)
+    return _finish(model, state, device)
+
+
+def weight_files(path: Path) -> dict[Path, list[str]]:
+    """The safetensors files of a checkpoint folder and the keys each holds."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+        files: dict[Path, list[str]] = {}
+        for key, name in weight_map.items():
+            files.setdefault(path / name, []).append(key)
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{index}: names shard {f.name}, which is missing")
+        return files
+    single = path / "model.safetensors"
+    if single.is_file():
+        with safe_open(single, framework="pt") as f:
+            return {single: list(f.keys())}
+    if list(path.glob("*.bin")) or list(path.glob("*.pt")):
+        raise CheckpointError(f"{path}: only PyTorch .bin weights found; this tool reads safetensors only "
+                              f"(convert them, e.g. with transformers' save_pretrained(safe_serialization=True))")
+    raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
+
+
+def _raise_if(problems: list[str], path: Path) -> None:
+    if problems:
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:4])}{' ...' if len(problems) > 4 else ''})"
+        raise CheckpointError(f"{path}: {problems[0]}{more if len(problems) > 1 else ''}")
+
+
+def _finish(model: Qwen3VL, state: dict[str, torch.Tensor], device: torch.device | str) -> Qwen3VL:
+    model.load_state_dict(state, strict=True, assign=True)
+    model.to(device)  # moves the (CPU-built) rotary buffers; parameters are already there
+    model.requires_grad_(False)
+    return model.eval()
