@@ -1,0 +1,215 @@
+"""Image preprocessing as transformers' Qwen2VLImageProcessor (torchvision backend) does it for Qwen3-VL:
+decode to RGB uint8, `smart_resize` to multiples of patch*merge inside the pixel budget, bicubic antialiased
+resize on the uint8 tensor, fused rescale+normalise in float32, and flattening into (patches, C*T*p*p) rows
+in 2x2 merge-window order. research/qwen3vl_spec.md section 5.1 and 5.3."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+import torch.nn.functional as F
+
+from qwen3vl_eval.errors import ProcessorError
+from qwen3vl_eval.processor.media import Source
+
+MAX_ASPECT_RATIO = 200
+BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the only resample Qwen3-VL checkpoints use
+PIL.Image.MAX_IMAGE_PIXELS = None  # budgets are enforced by smart_resize, not by PIL's bomb check
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Image processor settings, read from `preprocessor_config.json` (transformers' key names)."""
+
+    patch_size: int = 16
+    temporal_patch_size: int = 2
+    merge_size: int = 2
+    min_pixels: int = 65536
+    max_pixels: int = 16777216
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    rescale_factor: float = 1 / 255
+    do_resize: bool = True
+    do_rescale: bool = True
+    do_normalize: bool = True
+    do_convert_rgb: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> ImageSettings:
+        """Settings from a preprocessor config dict; `size.shortest_edge/longest_edge` are the pixel bounds
+        (legacy `min_pixels`/`max_pixels` keys override them, as in transformers)."""
+        d = cls()
+        size = cfg.get("size") or {}
+        resample = cfg.get("resample", BICUBIC)
+        if resample not in (BICUBIC, None):
+            raise ProcessorError(f"resample={resample} is not supported (Qwen3-VL uses 3, bicubic)")
+        return cls(
+            patch_size=int(cfg.get("patch_size", d.patch_size)),
+            temporal_patch_size=int(cfg.get("temporal_patch_size", d.temporal_patch_size)),
+            merge_size=int(cfg.get("merge_size", d.merge_size)),
+            min_pixels=int(cfg.get("min_pixels") or size.get("shortest_edge") or size.get("min_pixels")
+                           or d.min_pixels),
+            max_pixels=int(cfg.get("max_pixels") or size.get("longest_edge") or size.get("max_pixels")
+                           or d.max_pixels),
+            image_mean=_triple(cfg.get("image_mean", d.image_mean)),
+            image_std=_triple(cfg.get("image_std", d.image_std)),
+            rescale_factor=float(cfg.get("rescale_factor", d.rescale_factor)),
+            do_resize=bool(cfg.get("do_resize", True)),
+            do_rescale=bool(cfg.get("do_rescale", True)),
+            do_normalize=bool(cfg.get("do_normalize", True)),
+            do_convert_rgb=bool(cfg.get("do_convert_rgb", True)),
+        )
+
+    def with_overrides(self, min_pixels: int | None = None, max_pixels: int | None = None) -> ImageSettings:
+        """A copy with per-item pixel bounds applied."""
+        return replace(self, min_pixels=int(min_pixels) if min_pixels is not None else self.min_pixels,
+                       max_pixels=int(max_pixels) if max_pixels is not None else self.max_pixels)
+
+    @property
+    def factor(self) -> int:
+        """Side lengths are multiples of this (patch_size * merge_size)."""
+        return self.patch_size * self.merge_size
+
+    def key(self) -> str:
+        """A stable string of every setting, for content hashes."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _triple(v: Any) -> tuple[float, ...]:
+    return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else (float(v),) * 3
+
+
+def smart_resize(height: int, width: int, factor: int = 32, min_pixels: int = 65536,
+                 max_pixels: int = 16777216) -> tuple[int, int]:
+    """Target (height, width): multiples of `factor`, area within [min_pixels, max_pixels], aspect kept as
+    far as possible. Python `round` (half to even), as transformers. ValueError beyond aspect ratio 200."""
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.1f} is over "
+                         f"{MAX_ASPECT_RATIO}")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+def _reduce_16bit(img: PIL.Image.Image) -> PIL.Image.Image:
+    """16-bit grayscale ("I;16*", or "I" holding 16-bit values) to 8 bits by dropping the low byte, as PIL
+    itself does for 16-bit RGB files. transformers feeds the raw 16-bit values (normalised values up to
+    ~513) and PIL's own convert("RGB") clips them to white; both are unusable, so we deviate on purpose."""
+    arr = np.asarray(img, dtype=np.int64)
+    return PIL.Image.fromarray((np.clip(arr, 0, 65535) >> 8).astype(np.uint8), mode="L")
+
+
+def pil_to_rgb(img: PIL.Image.Image, *, composite_alpha: bool) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array of `img`.
+
+    `composite_alpha=True` blends transparency onto white (what transformers does for PIL images handed to
+    the processor); False drops the alpha channel (what transformers' file decoding, torchvision's
+    `decode_image(mode=RGB)`, does for paths, URLs and base64 - it equals PIL's `convert("RGB")`)."""
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.getextrema()[1] > 255):
+        img = _reduce_16bit(img)
+    if composite_alpha and ("A" in img.getbands() or img.info.get("transparency") is not None):
+        rgba = img.convert("RGBA")
+        background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = PIL.Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"))
+
+
+def decode_image(source: Source) -> torch.Tensor:
+    """The (3, H, W) uint8 RGB tensor of an image source, upright per its EXIF orientation. In-memory PIL
+    images are used as given (no EXIF transpose, alpha composited on white), as transformers does."""
+    if source.obj is not None:
+        if not isinstance(source.obj, PIL.Image.Image):
+            raise ProcessorError(f"{source.name}: not an image (expected a path, URL, data URI or PIL image)")
+        arr = pil_to_rgb(source.obj, composite_alpha=True)
+    else:
+        try:
+            with source.open() as f, PIL.Image.open(f) as img:
+                img.load()
+                img = PIL.ImageOps.exif_transpose(img)
+                arr = pil_to_rgb(img, composite_alpha=False)
+        except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise ProcessorError(f"{source.name}: cannot read image ({e})") from None
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ProcessorError(f"{source.name}: empty image")
+    return torch.from_numpy(np.array(arr)).permute(2, 0, 1).contiguous()
+
+
+# ------------------------------------------------------------------------------------------------ pixels
+def resize_bicubic(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bicubic antialiased resize of (N, C, H, W) uint8 frames to uint8, the same kernel torchvision's
+    `resize` calls on CPU (torch's native uint8 path: no float round trip)."""
+    if tuple(frames.shape[-2:]) == (height, width):
+        return frames
+    return F.interpolate(frames.contiguous(), size=[height, width], mode="bicubic", align_corners=False,
+                         antialias=True)
+
+
+def normalize(frames: torch.Tensor, settings: ImageSettings) -> torch.Tensor:
+    """Rescale and normalise (..., C, H, W) uint8 frames to float32, computing exactly transformers' fused
+    `(x - mean/r) / (std/r)` (torchvision `normalize` with the rescale folded into mean and std)."""
+    out = frames.to(torch.float32)
+    if settings.do_normalize:
+        mean = torch.tensor(settings.image_mean, dtype=torch.float32)
+        std = torch.tensor(settings.image_std, dtype=torch.float32)
+        if settings.do_rescale:
+            mean = mean * (1.0 / settings.rescale_factor)
+            std = std * (1.0 / settings.rescale_factor)
+        out.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+    elif settings.do_rescale:
+        out = out * settings.rescale_factor
+    return out
+
+
+def patchify(frames: torch.Tensor, patch: int, merge: int, temporal: int) -> tuple[torch.Tensor, tuple]:
+    """(T, C, H, W) frames, T a multiple of `temporal`, to contiguous rows (T/t * H/p * W/p, C*t*p*p) in merge-window
+    order (research/qwen3vl_spec.md 5.3), and the grid (T/t, H/p, W/p)."""
+    t_all, c, h, w = frames.shape
+    gt, gh, gw = t_all // temporal, h // patch, w // patch
+    x = frames.reshape(gt, temporal, c, gh // merge, merge, patch, gw // merge, merge, patch)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # gt, bh, bw, ih, iw, c, t, y, x
+    return x.reshape(gt * gh * gw, c * temporal * patch * patch).contiguous(), (gt, gh, gw)
+
+
+@dataclass
+class ImageFeatures:
+    """One processed image."""
+
+    pixel_values: torch.Tensor  # (gh*gw, C*T*p*p) float32
+    grid_thw: tuple[int, int, int]
+    content_hash: str
+
+
+def process_image(image: torch.Tensor, settings: ImageSettings, source_hash: str | None = None,
+                  name: str = "image") -> ImageFeatures:
+    """Process one (3, H, W) uint8 image. `source_hash` (of the file bytes) keys the content hash; without
+    it the decoded pixels are hashed."""
+    _, h, w = image.shape
+    if settings.do_resize:
+        try:
+            rh, rw = smart_resize(h, w, settings.factor, settings.min_pixels, settings.max_pixels)
+        except ValueError as e:
+            raise ProcessorError(f"{name}: {w}x{h} image: {e}") from None
+        image = resize_bicubic(image[None], rh, rw)[0]
+    frames = normalize(image, settings)[None].expand(settings.temporal_patch_size, -1, -1, -1)  # both time slots
+    pixel_values, grid = patchify(frames, settings.patch_size, settings.merge_size, settings.temporal_patch_size)
+    digest = hashlib.sha256(settings.key().encode())
+    digest.update(source_hash.encode() if source_hash else image.numpy().tobytes())
+    digest.update(repr(grid).encode())
+    return ImageFeatures(pixel_values, grid, digest.hexdigest())

@@ -1,0 +1,114 @@
+"""Where image and video bytes come from: local paths (relative ones against a base folder), `file://` URLs,
+`http(s)://` URLs, `data:` URIs and bare base64, or objects already in memory (PIL images, bytes).
+
+Loading is separate from decoding so that a content hash can be taken of the source bytes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qwen3vl_eval.errors import ProcessorError
+
+URL_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Source:
+    """A media item's bytes (or a file path for large local files) and a printable name for messages."""
+
+    name: str
+    data: bytes | None = None
+    path: Path | None = None
+    obj: Any = None  # an in-memory object, e.g. a PIL image
+
+    def open(self) -> io.BufferedIOBase:
+        """A binary file object over the source."""
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        assert self.path is not None
+        return open(self.path, "rb")
+
+    def sha256(self) -> str | None:
+        """sha256 of the source bytes, or None for in-memory objects."""
+        if self.data is not None:
+            return hashlib.sha256(self.data).hexdigest()
+        if self.path is not None:
+            h = hashlib.sha256()
+            with open(self.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            return h.hexdigest()
+        return None
+
+
+def short(value: str, limit: int = 80) -> str:
+    """A source string shortened for error messages (data URIs are long)."""
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def resolve_source(value: Any, base_dir: str | os.PathLike | None = None) -> Source:
+    """Turn an item's `image`/`video`/`url`/`path` value into a Source. Raises ProcessorError for missing
+    files, unreachable URLs and malformed data URIs."""
+    if isinstance(value, (bytes, bytearray)):
+        return Source(name="<bytes>", data=bytes(value))
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        return Source(name=f"<{type(value).__name__}>", obj=value)
+    text = value.strip()
+    if text.startswith("data:"):
+        return Source(name=short(text), data=_decode_data_uri(text))
+    if text.startswith(("http://", "https://")):
+        return Source(name=text, data=_fetch_url(text))
+    if text.startswith("file://"):
+        parsed = urllib.parse.urlparse(text)
+        path = Path(urllib.request.url2pathname(parsed.netloc + parsed.path))
+    else:
+        path = Path(text).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+    if len(text) > 256 and _looks_base64(text):  # bare base64 (transformers accepts it too)
+        return Source(name=short(text), data=_b64decode(text, short(text)))
+    if path.is_file():
+        return Source(name=str(value), path=path)
+    raise ProcessorError(f"{value}: no such file" + (f" (looked in {path})" if str(path) != text else ""))
+
+
+def _looks_base64(text: str) -> bool:
+    return all(c.isalnum() or c in "+/=\n\r" for c in text[:256])
+
+
+def _b64decode(text: str, name: str) -> bytes:
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ProcessorError(f"{name}: invalid base64 data ({e})") from None
+
+
+def _decode_data_uri(uri: str) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep:
+        raise ProcessorError(f"{short(uri)}: malformed data URI (no comma)")
+    if header.endswith(";base64"):
+        return _b64decode(payload, short(uri))
+    return urllib.parse.unquote_to_bytes(payload)
+
+
+def _fetch_url(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as r:  # noqa: S310 - http(s) only
+            return r.read()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise ProcessorError(f"{url}: cannot download ({reason}); this machine may be offline - download the "
+                             f"file and pass a local path") from None
