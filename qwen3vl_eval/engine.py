@@ -10,6 +10,7 @@ import hashlib
 import json
 import platform
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from qwen3vl_eval.device import dtype_name, resolve_device, resolve_dtype
 from qwen3vl_eval.generate import GenerationOutput, Timings, generate
 from qwen3vl_eval.hub import hub_cache_dir, resolve_model
 from qwen3vl_eval.model.weights import load_model
-from qwen3vl_eval.processor import Processor
+from qwen3vl_eval.processor import BatchInputs, Processor
 from qwen3vl_eval.sampling import GenerationParams, split_reasoning
 
 
@@ -39,7 +40,7 @@ class Engine:
     """Load a checkpoint (folder, Hub id in the local cache, or `tiny`) and answer conversations."""
 
     def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto",
-                 video_prompt: str = "trained", fast: bool | None = None) -> None:
+                 video_prompt: str = "trained", fast: bool | None = None, vision_cache_mb: int = 1024) -> None:
         self.path = resolve_model(model)
         self.name = str(model)
         self.device = resolve_device(device)
@@ -49,6 +50,8 @@ class Engine:
         self.model = load_model(self.path, device=self.device, dtype=self.dtype)
         self.defaults = GenerationParams.from_generation_config(self.path / "generation_config.json")
         self.timings = Timings()
+        self.vision_cache: OrderedDict[str, tuple[torch.Tensor, list[torch.Tensor]]] = OrderedDict()
+        self.vision_cache_bytes, self.vision_cache_limit = 0, vision_cache_mb << 20
         self.decoder = None
         if fast if fast is not None else self.device.type == "cuda":
             from qwen3vl_eval.fast import CudaGraphDecoder
@@ -71,14 +74,54 @@ class Engine:
         batch = batch.to(self.device, self.dtype)
         self.timings.extra["preprocess_s"] = self.timings.extra.get("preprocess_s", 0.0) + time.perf_counter() - t0
         tok = self.processor.tokenizer
-        outs = generate(self.model, batch.input_ids, batch.attention_mask, params,
-                        pixel_values=batch.pixel_values, image_grid_thw=batch.image_grid_thw,
-                        pixel_values_videos=batch.pixel_values_videos, video_grid_thw=batch.video_grid_thw,
+        visual = self.encode_visual(batch)
+        outs = generate(self.model, batch.input_ids, batch.attention_mask, params, visual=visual,
+                        image_grid_thw=batch.image_grid_thw, video_grid_thw=batch.video_grid_thw,
                         decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
                         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
                         step_fn=self.decoder, timings=self.timings, on_tokens=on_tokens)
         prompt_tokens = batch.attention_mask.sum(-1).tolist()
         return [self._reply(o, n) for o, n in zip(outs, prompt_tokens)]
+
+    @torch.inference_mode()
+    def encode_visual(self, batch: BatchInputs) -> dict[int, tuple[torch.Tensor, list[torch.Tensor]]]:
+        """Visual tokens and DeepStack features per placeholder token id, for `Qwen3VL.forward(visual=...)`.
+
+        Each image or video is encoded once per engine: items are looked up by their content hash (source bytes
+        plus processing settings) and only unseen ones go through the vision tower, together in one call."""
+        t0 = time.perf_counter()
+        cfg = self.model.config
+        out = {}
+        for token_id, pixels, grids, hashes in (
+                (cfg.image_token_id, batch.pixel_values, batch.image_grid_thw, batch.image_hashes),
+                (cfg.video_token_id, batch.pixel_values_videos, batch.video_grid_thw, batch.video_hashes)):
+            if pixels is None:
+                continue
+            rows = grids.prod(-1).tolist()  # patches per item
+            missing = [i for i, h in enumerate(hashes) if h not in self.vision_cache]
+            if missing:
+                parts = torch.split(pixels, rows)
+                tokens, deepstack = self.model.model.visual(torch.cat([parts[i] for i in missing]), grids[missing])
+                sizes = [rows[i] // cfg.vision.merge_unit for i in missing]
+                for j, (i, t) in enumerate(zip(missing, torch.split(tokens, sizes))):
+                    self._remember(hashes[i], (t, [d.split(sizes)[j] for d in deepstack]))
+            items = [self.vision_cache[h] for h in hashes]
+            for h in hashes:
+                self.vision_cache.move_to_end(h)
+            out[token_id] = (torch.cat([t for t, _ in items]),
+                             [torch.cat(level) for level in zip(*(d for _, d in items))])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings.vision += time.perf_counter() - t0
+        return out
+
+    def _remember(self, key: str, value: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
+        self.vision_cache[key] = value
+        size = lambda v: v[0].nbytes + sum(d.nbytes for d in v[1])  # noqa: E731
+        self.vision_cache_bytes += size(value)
+        while self.vision_cache_bytes > self.vision_cache_limit and len(self.vision_cache) > 1:
+            _, old = self.vision_cache.popitem(last=False)
+            self.vision_cache_bytes -= size(old)
 
     def _reply(self, out: GenerationOutput, prompt_tokens: int) -> Reply:
         text = out.text if out.text is not None else self.processor.tokenizer.decode(out.token_ids)

@@ -34,7 +34,8 @@ class Qwen3VL(nn.Module):
                 cache: list[KVCache] | None = None, input_pos: Tensor | None = None,
                 pixel_values: Tensor | None = None, image_grid_thw: Tensor | None = None,
                 pixel_values_videos: Tensor | None = None, video_grid_thw: Tensor | None = None,
-                last_only: bool = False, capture: dict[str, Tensor] | None = None) -> Tensor:
+                visual: dict[int, tuple[Tensor, list[Tensor]]] | None = None, last_only: bool = False,
+                capture: dict[str, Tensor] | None = None) -> Tensor:
         """Logits [B, S, V] (or [B, 1, V] for the last position with `last_only`).
 
         input_ids [B, S]; position_ids [3, B, S] MRoPE ids (`rope_index` for a prompt, `decode_position_ids`
@@ -42,16 +43,19 @@ class Qwen3VL(nn.Module):
         no padding). With `cache` (one KVCache per layer), the tokens are written at slots input_pos [S] and
         attend over the whole cache; without, they attend to each other causally. Images/videos: the
         processor's patches and grids; their placeholder tokens in input_ids are replaced by visual tokens.
+        `visual` maps a placeholder token id to precomputed (tokens, deepstack) from `self.model.visual` (e.g.
+        cached by content), used instead of running the tower on that modality's pixels.
         `capture`, a dict, receives the golden-case intermediates (vision.*, text.embed, text.layers.{i},
         text.norm) under their CONTRACTS section 2 names.
         """
         lm = self.model.language_model
         h = lm.embed_tokens(input_ids)  # [B, S, Hd]
         visual_index, deepstack = None, None
-        if pixel_values is not None or pixel_values_videos is not None:
+        if pixel_values is not None or pixel_values_videos is not None or visual:
             h, visual_index, deepstack = self._insert_visual(
                 input_ids, h, [(self.config.image_token_id, pixel_values, image_grid_thw),
-                               (self.config.video_token_id, pixel_values_videos, video_grid_thw)], capture)
+                               (self.config.video_token_id, pixel_values_videos, video_grid_thw)], visual or {},
+                capture)
         if capture is not None:
             capture["text.embed"] = h
         S = input_ids.shape[1]
@@ -68,6 +72,7 @@ class Qwen3VL(nn.Module):
         return F.linear(h, head)  # [B, S, V]
 
     def _insert_visual(self, input_ids: Tensor, h: Tensor, items: list[tuple[int, Tensor | None, Tensor | None]],
+                       visual: dict[int, tuple[Tensor, list[Tensor]]],
                        capture: dict[str, Tensor] | None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Run the vision tower on the images, then on the videos; write their tokens over the placeholder rows
         (in sequence order) and return h, the flat indices of those rows [n_vis] and the DeepStack features
@@ -79,12 +84,15 @@ class Qwen3VL(nn.Module):
         levels: list[list[Tensor]] = []
         vision_capture: dict[str, list[Tensor]] = {}
         for token_id, pixels, grid in items:
-            if pixels is None:
-                continue
-            if grid is None:
-                raise InputError("pixel values given without their grid_thw")
             cap = {} if capture is not None else None
-            tokens, deepstack = self.model.visual(pixels, grid, capture=cap)  # [n, Hd], levels of [n, Hd]
+            if token_id in visual:
+                tokens, deepstack = visual[token_id]  # precomputed by the caller
+            elif pixels is None:
+                continue
+            elif grid is None:
+                raise InputError("pixel values given without their grid_thw")
+            else:
+                tokens, deepstack = self.model.visual(pixels, grid, capture=cap)  # [n, Hd], levels of [n, Hd]
             index = (ids == token_id).nonzero().squeeze(1)  # [n] one host sync per modality, not per layer
             if index.numel() != tokens.shape[0]:
                 raise InputError(f"{index.numel()} placeholder tokens (id {token_id}) in input_ids but the grids "

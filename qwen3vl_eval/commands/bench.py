@@ -1,0 +1,117 @@
+"""`qwen3vl-eval bench`: throughput and latency of our implementation (and transformers with --baseline hf)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from qwen3vl_eval.commands import handle_errors
+from qwen3vl_eval.errors import InputError
+
+
+@handle_errors
+def bench(
+    model: Optional[str] = typer.Option(None, "--model", help="Checkpoint folder, Hub id in the local cache, "
+                                        "or tiny / tiny-variant / tiny-moe."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Random weights of a released size (2B, 4B, "
+                                         "8B, 32B, 30B-A3B, 235B-A22B)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, "
+                              "bfloat16 or float16."),
+    batch_size: str = typer.Option("1", "--batch-size", help="A batch size or a comma list, e.g. 1,8,32."),
+    prompt_tokens: str = typer.Option("128", "--prompt-tokens", help="Text tokens per row (or a comma list); "
+                                      "visual tokens come on top."),
+    image: list[str] = typer.Option([], "--image", help="A synthetic image WIDTHxHEIGHT per row; repeatable."),
+    video: Optional[str] = typer.Option(None, "--video", help="A synthetic clip SECONDSxFPS[@WxH] (frames "
+                                        "already sampled) or a media file, per row."),
+    new_tokens: int = typer.Option(64, "--new-tokens", help="Tokens generated per row (exactly; no early stop)."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed repeats before measuring."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed repeats (medians with min/max are reported)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Also run a baseline backend: hf "
+                                           "(transformers, from the golden extra)."),
+    fast: Optional[bool] = typer.Option(None, "--fast/--no-fast", help="Native CUDA-graph decode step "
+                                        "(default: on for CUDA, as the engine)."),
+    peak_bandwidth_gbs: Optional[float] = typer.Option(None, "--peak-bandwidth-gbs", help="Device memory "
+                                                       "bandwidth for the decode utilisation (default: table)."),
+    peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Device peak TFLOP/s in the run's "
+                                                "dtype for the prefill utilisation (default: table)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights and synthetic inputs."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the rows (a JSON list) here too."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report folder (default "
+                                          "reports/bench/<timestamp>-<model>/): bench.json, report.md, PNGs."),
+    charts: bool = typer.Option(True, "--charts/--no-charts", help="Write throughput.png and latency.png."),
+) -> None:
+    """Measure preprocessing, vision, time to first token, prefill and decode speed, and peak memory.
+
+    Exit 1 when any configuration failed (its row carries the error), 2 on bad input.
+    """
+    from qwen3vl_eval import bench as B
+    from qwen3vl_eval.device import resolve_device, resolve_dtype
+    from qwen3vl_eval.model.config import Qwen3VLConfig
+
+    if (model is None) == (preset is None):
+        raise InputError("give exactly one of --model DIR|ID and --preset NAME")
+    if baseline not in (None, "hf"):
+        raise InputError(f"--baseline {baseline!r}: only 'hf' is supported")
+    if baseline == "hf" and importlib.util.find_spec("transformers") is None:
+        raise InputError("--baseline hf needs transformers (pip install -e '.[golden]')")
+    if new_tokens < 1 or warmup < 0 or repeats < 1:
+        raise InputError("--new-tokens and --repeats must be >= 1, --warmup >= 0")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if fast and dev.type != "cuda":
+        raise InputError("--fast needs a CUDA device")
+    use_fast = fast if fast is not None else dev.type == "cuda"
+
+    model_dir = None
+    if model is not None:
+        from qwen3vl_eval.hub import resolve_model
+
+        model_dir = resolve_model(model)
+        config = Qwen3VLConfig.from_file(model_dir / "config.json")
+        name = model
+    else:
+        assert preset is not None
+        config = Qwen3VLConfig.from_name(preset)
+        name = f"Qwen3-VL-{preset.split('/')[-1].removeprefix('Qwen3-VL-')} (random weights)"
+
+    images = tuple(B.parse_image(x) for x in image)
+    clip = B.parse_video(video) if video else None
+    configs = [B.BenchConfig(bs, p, new_tokens, images, clip)
+               for p in B.parse_int_list(prompt_tokens, "--prompt-tokens")
+               for bs in B.parse_int_list(batch_size, "--batch-size")]
+    peak = None
+    if dev.type == "cuda":
+        peak = B.device_peak(B.device_name(dev), bandwidth_gbs=peak_bandwidth_gbs, tflops=peak_tflops)
+        if peak is None:
+            typer.echo(f"note: no peak figures for {B.device_name(dev)}; pass --peak-bandwidth-gbs and "
+                       "--peak-tflops for utilisation", err=True)
+
+    builder = B.InputBuilder(config, model_dir=model_dir, seed=seed)
+    backends = [("native", lambda: B.NativeBackend(config, builder, dev, dt, model_dir=model_dir, seed=seed,
+                                                   fast=use_fast))]
+    if baseline == "hf":
+        backends.append(("hf", lambda: B.HFBackend(config, builder, dev, dt, model_dir=model_dir, seed=seed)))
+    rows = B.bench(backends, configs, model=name, device=dev, dtype=dt, warmup=warmup, repeats=repeats,
+                   peak=peak, log=lambda m: typer.echo(m, err=True))
+    for r in rows:
+        r["fast"] = use_fast if r["backend"] == "native" else None
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+    out_dir = output or Path("reports") / "bench" / f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+    report = B.write_outputs(rows, out_dir, charts=charts)
+    if json_file:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(rows, indent=2) + "\n")
+    typer.echo(report.read_text())
+    typer.echo(f"report: {report}")
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        typer.echo(f"{len(failed)} configuration(s) failed", err=True)
+        raise typer.Exit(1)
