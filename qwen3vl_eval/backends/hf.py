@@ -1,0 +1,231 @@
+"""`HFBackend`: transformers' `Qwen3VLForConditionalGeneration` (or the MoE class) and `AutoProcessor` behind the
+Engine's `chat` interface, as a baseline. Needs the `golden` extra (transformers, torchvision); imported lazily.
+
+Media are loaded with this package's loaders and handed to transformers' processor, which resizes and patches
+them itself: images as the decoded (3, H, W) uint8 tensors; videos as the frames this package samples (at the
+file's resolution) with their `VideoMetadata` (fps, frame indices), so transformers computes the timestamps and
+uses the transformers >= 5 video prompt layout (the native `--video-prompt transformers5`). Greedy replies match
+the native engine's in float32; sampled ones differ (another random stream), and the presence penalty is applied
+after transformers' own warpers rather than before them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qwen3vl_eval.device import resolve_device, resolve_dtype
+from qwen3vl_eval.engine import Reply, model_info
+from qwen3vl_eval.errors import InputError, ProcessorError
+from qwen3vl_eval.generate import GenerationOutput, Timings
+from qwen3vl_eval.hub import resolve_model
+from qwen3vl_eval.processor.image import ImageSettings, decode_image
+from qwen3vl_eval.processor.media import resolve_source
+from qwen3vl_eval.processor.messages import MediaItem, as_batch, item_kind, media_items
+from qwen3vl_eval.processor.video import VideoSettings, decode_clip
+from qwen3vl_eval.sampling import GenerationParams, find_stop, split_reasoning
+
+GOLDEN_HINT = "the hf backend needs the golden extra: pip install 'qwen3vl-eval[golden]'"
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+class HFBackend:
+    """Replies from transformers' Qwen3-VL implementation, with the Engine's `chat` interface."""
+
+    def __init__(self, model: str | os.PathLike, *, device: str = "auto", dtype: str = "auto") -> None:
+        try:
+            import transformers
+            from transformers import AutoProcessor
+        except ImportError:
+            raise InputError(GOLDEN_HINT) from None
+        self.path = resolve_model(model)
+        self.name = str(model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        model_type = _read_json(self.path / "config.json").get("model_type")
+        if model_type == "qwen3_vl_moe":
+            from transformers import Qwen3VLMoeForConditionalGeneration as model_cls
+        elif model_type == "qwen3_vl":
+            from transformers import Qwen3VLForConditionalGeneration as model_cls
+        else:
+            raise InputError(f"{self.path / 'config.json'}: model_type {model_type!r} is not qwen3_vl or qwen3_vl_moe")
+        self.processor = AutoProcessor.from_pretrained(self.path)
+        self.processor.tokenizer.padding_side = "left"
+        self.model = model_cls.from_pretrained(self.path, dtype=self.dtype).to(self.device).eval()
+        self.image_settings = ImageSettings.from_config(_read_json(self.path / "preprocessor_config.json"))
+        self.video_settings = VideoSettings.from_config(_read_json(self.path / "video_preprocessor_config.json"))
+        self.defaults = GenerationParams.from_generation_config(self.path / "generation_config.json")
+        self.timings = Timings()
+        self.info = {**model_info(self.name, self.path, self.device, self.dtype), "backend": "hf",
+                     "video_prompt": "transformers5"}
+        self.info["versions"] = {**self.info["versions"], "transformers": transformers.__version__}
+
+    def chat(self, conversations: list, params: GenerationParams | None = None, *,
+             base_dir: str | os.PathLike | None = None) -> list[Reply]:
+        """Replies to a batch of conversations (CONTRACTS section 4 messages). Greedy with 128 new tokens when
+        `params` is None. Conversations whose media carry different per-item pixel/frame options run as separate
+        processor calls (transformers takes those options per call)."""
+        params = params or GenerationParams()
+        if not params.eos_token_ids:
+            params = replace(params, eos_token_ids=self.defaults.eos_token_ids)
+        params.validate()
+        batch, _ = as_batch(conversations)
+        groups: dict[str, list[int]] = {}
+        items = [media_items(conv, i) for i, conv in enumerate(batch)]
+        for i, conv_items in enumerate(items):
+            groups.setdefault(_options_key(conv_items, i), []).append(i)
+        replies: list[Reply | None] = [None] * len(batch)
+        for indices in groups.values():
+            for i, reply in zip(indices, self._chat_group([batch[i] for i in indices], [items[i] for i in indices],
+                                                          params, base_dir)):
+                replies[i] = reply
+        return [r for r in replies if r is not None]
+
+    # -------------------------------------------------------------------------------------------- internals
+    def _chat_group(self, batch: list[list[dict]], items: list[list[MediaItem]], params: GenerationParams,
+                    base_dir: str | os.PathLike | None) -> list[Reply]:
+        from transformers.video_utils import VideoMetadata
+
+        t0 = time.perf_counter()
+        prompts = [self.processor.apply_chat_template(_render_form(conv), tokenize=False, add_generation_prompt=True)
+                   for conv in batch]
+        images, videos, metadata = [], [], []
+        image_opts: dict[str, Any] = {}
+        video_opts: dict[str, Any] = {}
+        for conv_items in items:
+            for item in conv_items:
+                try:
+                    source = resolve_source(item.value, base_dir)
+                    if item.kind == "image":
+                        images.append(decode_image(source))
+                        image_opts = item.options
+                        continue
+                    if source.obj is not None:
+                        raise ProcessorError("videos must be files, URLs or data URIs")
+                    settings = self.video_settings.with_overrides(**item.options)
+                    clip = decode_clip(source, replace(settings, do_resize=False))
+                except ProcessorError as e:
+                    raise ProcessorError(f"{item.describe()}: {e}") from None
+                video_opts = item.options
+                fps = clip.native_fps or 24.0
+                h, w = clip.frames.shape[-2:]
+                videos.append(clip.frames)
+                metadata.append(VideoMetadata(total_num_frames=clip.total_frames, fps=fps, width=w, height=h,
+                                              duration=clip.total_frames / fps, frames_indices=clip.indices,
+                                              video_backend="pyav"))
+        kwargs: dict[str, Any] = {}
+        if images:
+            kwargs["images"] = images
+            kwargs["images_kwargs"] = {"size": _size(self.image_settings.with_overrides(
+                min_pixels=image_opts.get("min_pixels"), max_pixels=image_opts.get("max_pixels")))}
+        if videos:
+            kwargs["videos"] = videos
+            kwargs["video_metadata"] = metadata
+            vs = self.video_settings.with_overrides(**{k: v for k, v in video_opts.items()
+                                                       if k in ("min_pixels", "max_pixels")})
+            kwargs["videos_kwargs"] = {"do_sample_frames": False, "size": _size(vs)}
+        inputs = self.processor(text=prompts, padding=True, return_tensors="pt", **kwargs)
+        inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        t1 = time.perf_counter()
+        self.timings.extra["preprocess_s"] = self.timings.extra.get("preprocess_s", 0.0) + t1 - t0
+        outputs = self._generate(inputs, params)
+        self.timings.extra["generate_s"] = self.timings.extra.get("generate_s", 0.0) + time.perf_counter() - t1
+        prompt_tokens = inputs["attention_mask"].sum(-1).tolist()
+        self.timings.prompt_tokens += int(sum(prompt_tokens))
+        replies = []
+        for out, n in zip(outputs, prompt_tokens):
+            reasoning, answer = split_reasoning(out.text or "")
+            replies.append(Reply(out.text or "", out.token_ids, out.finish_reason, reasoning, answer, int(n)))
+            self.timings.generated_tokens += len(out.token_ids)
+        return replies
+
+    def _generate(self, inputs: dict[str, torch.Tensor], params: GenerationParams) -> list:
+        from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
+
+        tok = self.processor.tokenizer
+        L = inputs["input_ids"].shape[1]
+
+        def decode(ids: list[int]) -> str:
+            return tok.decode(ids, skip_special_tokens=True)
+
+        class PresencePenalty(LogitsProcessor):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+                seen = torch.zeros_like(scores, dtype=torch.bool)
+                seen.scatter_(1, input_ids[:, L:], True)
+                return scores - params.presence_penalty * seen.to(scores.dtype)
+
+        class StopStrings(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> torch.Tensor:
+                hits = [find_stop(decode(row), params.stop) >= 0 for row in input_ids[:, L:].tolist()]
+                return torch.tensor(hits, device=input_ids.device)
+
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p,
+                                             "top_k": params.top_k}
+        config = GenerationConfig(do_sample=not params.greedy, max_new_tokens=params.max_new_tokens,
+                                  eos_token_id=None if params.ignore_eos else list(params.eos_token_ids),
+                                  pad_token_id=pad, repetition_penalty=params.repetition_penalty, **sampling)
+        extra: dict[str, Any] = {}
+        if params.presence_penalty:
+            extra["logits_processor"] = LogitsProcessorList([PresencePenalty()])
+        if params.stop:
+            extra["stopping_criteria"] = [StopStrings()]
+        if not params.greedy:
+            torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            generated = self.model.generate(**inputs, generation_config=config, **extra)
+        return [finish_row(row, params, decode) for row in generated[:, L:].tolist()]
+
+
+def finish_row(ids: list[int], params: GenerationParams, decode) -> GenerationOutput:
+    """A generated row as the native engine reports it: cut after the first eos (text without it), or at the
+    fewest tokens that reach a stop string (text before it); rows padded after finishing lose the padding."""
+    eos = set() if params.ignore_eos else set(params.eos_token_ids)
+    end = next((j for j, t in enumerate(ids) if t in eos), None)
+    body = ids if end is None else ids[:end]
+    if params.stop:
+        text = decode(body)
+        cut = find_stop(text, params.stop)
+        if cut >= 0:
+            j = next(j for j in range(1, len(body) + 1) if find_stop(decode(body[:j]), params.stop) >= 0)
+            return GenerationOutput(body[:j], "stop", text[:cut])
+    if end is not None:
+        return GenerationOutput(ids[: end + 1], "stop", decode(body))
+    return GenerationOutput(ids, "length", decode(ids))
+
+
+def _size(settings: ImageSettings | VideoSettings) -> dict[str, int]:
+    return {"shortest_edge": settings.min_pixels, "longest_edge": settings.max_pixels}
+
+
+def _options_key(items: list[MediaItem], index: int) -> str:
+    """The per-item options of a conversation's media, which must agree within each kind."""
+    per_kind: dict[str, str] = {}
+    for item in items:
+        key = json.dumps(item.options, sort_keys=True)
+        if per_kind.setdefault(item.kind, key) != key:
+            raise InputError(f"conversation {index}: the hf backend needs the same options on every {item.kind} of "
+                             f"a conversation (transformers' processor takes them per call)")
+    return json.dumps(per_kind, sort_keys=True)
+
+
+def _render_form(conversation: list[dict]) -> list[dict]:
+    """The conversation as the chat template needs it: media items reduced to their type."""
+    out = []
+    for m, message in enumerate(conversation):
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [item if (kind := item_kind(item, f"message {m}")) == "text" else {"type": kind}
+                       for item in content]
+        out.append({**message, "content": content})
+    return out
