@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _media import write_video
 from PIL import Image
 
 from qwen3vl_eval.backends import make_backend
@@ -235,21 +236,6 @@ def test_hf_backend_without_transformers(tiny_ckpt: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ golden
-def write_video(path: Path, frames: int = 8, fps: int = 4, size: tuple[int, int] = (96, 64)) -> Path:
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for i in range(frames):
-            arr = np.zeros((size[1], size[0], 3), np.uint8)
-            arr[..., 0] = 30 * i % 256
-            arr[:, : size[0] // 2, 1] = 200
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 @pytest.mark.golden
@@ -259,7 +245,7 @@ def test_hf_greedy_equals_native(tiny_ckpt: Path, tmp_path: Path) -> None:
     video (native with the transformers5 video layout)."""
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(tmp_path / "n.png")
-    write_video(tmp_path / "v.mp4")
+    write_video(tmp_path / "v.mp4", codec="mpeg4")
     convs = [
         [{"role": "user", "content": "Hello there."}],
         [{"role": "user", "content": [{"type": "image", "image": str(tmp_path / "n.png")},

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
+from _media import write_video
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -23,19 +23,6 @@ from qwen3vl_eval.tiny import build_tiny_checkpoint
 GOLDEN = sorted(p for p in (Path(__file__).parents[1] / "reference" / "golden").iterdir() if p.is_dir())
 
 
-def _write_video(path: Path, frames: int = 8, fps: int = 4, size: tuple[int, int] = (96, 64)) -> Path:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for i in range(frames):
-            arr = np.zeros((size[1], size[0], 3), np.uint8)
-            arr[..., 0] = 30 * i % 256
-            arr[:, : size[0] // 2, 1] = 200
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +31,7 @@ def media(tmp_path_factory) -> Path:
     Image.new("RGB", (120, 90), (20, 200, 30)).save(d / "green.png")
     img = np.random.default_rng(0).integers(0, 255, (70, 150, 3), dtype=np.uint8)
     Image.fromarray(img).save(d / "noise.png")
-    _write_video(d / "clip.mp4")
+    write_video(d / "clip.mp4")
     return d
 
 

@@ -16,11 +16,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import httpx
 import numpy as np
 import pytest
 import uvicorn
+from _media import write_video
 from PIL import Image
 
 from qwen3vl_eval.backends import make_backend
@@ -35,19 +35,6 @@ KEY = "sk-test-5f1c0ffee"
 GREEDY = GenerationParams(max_new_tokens=10, temperature=0.0)
 
 
-def write_video(path: Path, frames: int = 8, fps: int = 4, size: tuple[int, int] = (96, 64)) -> Path:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for i in range(frames):
-            arr = np.zeros((size[1], size[0], 3), np.uint8)
-            arr[..., 0] = 30 * i % 256
-            arr[:, : size[0] // 2, 1] = 200
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")
