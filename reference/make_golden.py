@@ -34,12 +34,19 @@ from transformers import (
 )
 from transformers.video_utils import VideoMetadata
 
-from qwen3vl_eval.tiny import build_tiny_checkpoint
+from qwen3vl_eval.tiny import build_tiny_checkpoint, variant_config
 
 NEW_TOKENS = 8
 # The case whose folder holds the real checkpoint of each tiny variant; the other cases link to it (the
 # checkpoints are identical, and sharing keeps the committed goldens small).
-MODEL_OWNER = {"default": "image", "variant": "variant", "moe": "moe"}
+MODEL_OWNER = {"default": "image", "variant": "variant", "moe": "moe", "moe_sparse": "moe_sparse"}
+# Variants made here rather than in qwen3vl_eval.tiny. moe_sparse mixes dense and MoE layers: with
+# decoder_sparse_step 2 layers 1, 3, 5 would be sparse, and mlp_only_layers (3,) turns layer 3 back to a dense MLP,
+# so layers 1 and 5 are MoE (6 experts, top-3, width 16) and 0, 2, 3, 4 are dense SwiGLU (width 128).
+EXTRA_VARIANTS = {
+    "moe_sparse": variant_config("moe", num_hidden_layers=6, decoder_sparse_step=2, mlp_only_layers=(3,),
+                                 num_experts=6, num_experts_per_tok=3, moe_intermediate_size=16),
+}
 VIDEO_FPS = 4.0
 
 
@@ -112,6 +119,10 @@ def cases() -> dict[str, dict]:
                         images=[make_image(90, 70, seed=7)], videos=[make_video(4, 64, 80, seed=8)]),
         "moe": dict(variant="moe", conversations=[conversation(IMAGE, text("Describe it."))],
                     images=[make_image(64, 80, seed=9)]),
+        "moe_sparse": dict(variant="moe_sparse",
+                           conversations=[conversation(IMAGE, text("What is in this picture?")),
+                                          conversation(text("Say something short."))],
+                           images=[make_image(64, 64, seed=10)]),
     }
 
 
@@ -168,7 +179,8 @@ def make_case(name: str, spec: dict, out_root: Path) -> None:
     case.mkdir(parents=True)
     owner = out_root / MODEL_OWNER[spec["variant"]] / "model"
     if not (owner / "config.json").is_file():
-        build_tiny_checkpoint(owner, spec["variant"], seed=0, dtype=torch.bfloat16)
+        build_tiny_checkpoint(owner, spec["variant"], seed=0, dtype=torch.bfloat16,
+                              config=EXTRA_VARIANTS.get(spec["variant"]))
     if owner != case / "model":  # cases of one variant share one checkpoint through a relative symlink
         (case / "model").symlink_to(Path("..") / owner.parent.name / "model", target_is_directory=True)
     model_dir = case / "model"
@@ -184,8 +196,14 @@ def make_case(name: str, spec: dict, out_root: Path) -> None:
         kwargs["video_metadata"] = [meta for _, meta in spec["videos"]]
     inputs = dict(processor(text=prompts, return_tensors="pt", padding=True, **kwargs))
 
-    model_cls = Qwen3VLMoeForConditionalGeneration if spec["variant"] == "moe" else Qwen3VLForConditionalGeneration
+    moe = spec["variant"].startswith("moe")
+    model_cls = Qwen3VLMoeForConditionalGeneration if moe else Qwen3VLForConditionalGeneration
     model = model_cls.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if moe:  # transformers builds the same dense/MoE layer pattern as the config says (mixed for moe_sparse)
+        text_cfg = model.config.text_config
+        sparse = [type(layer.mlp).__name__.endswith("SparseMoeBlock") for layer in model.model.language_model.layers]
+        assert sparse == [i not in text_cfg.mlp_only_layers and (i + 1) % text_cfg.decoder_sparse_step == 0
+                          for i in range(text_cfg.num_hidden_layers)], sparse
     position_ids = position_ids_for(model, inputs)
     captured: dict[str, list[torch.Tensor]] = {}
     handles = capture_hooks(model, captured)

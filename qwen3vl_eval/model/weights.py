@@ -19,6 +19,7 @@ from safetensors import safe_open
 from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.hub import resolve_model
 from qwen3vl_eval.model.config import Qwen3VLConfig
+from qwen3vl_eval.model.moe import expert_layout_error
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 
 
@@ -35,12 +36,15 @@ def load_model(path_or_hub_id: str | Path, *, device: torch.device | str = "cpu"
     for file, keys in files.items():
         for key in keys:
             if key not in expected:
+                if ".mlp.experts." in key:
+                    _check_expert_layout(file, key, config, path)
                 if not (key == "lm_head.weight" and config.tie_word_embeddings):
                     problems.append(f"unexpected key {key} in {file.name}")
                 continue
             with safe_open(file, framework="pt") as f:  # opened per tensor: only this tensor is mapped
                 shape = tuple(f.get_slice(key).get_shape())
                 if shape != expected[key]:
+                    _check_expert_layout(file, key, config, path, shape)
                     problems.append(f"{key}: shape {shape} in {file.name}, the config expects {expected[key]}")
                     misshaped.add(key)
                     continue
@@ -96,6 +100,19 @@ def weight_files(path: Path) -> dict[Path, list[str]]:
         raise CheckpointError(f"{path}: only PyTorch .bin weights found; this tool reads safetensors only "
                               f"(convert them, e.g. with transformers' save_pretrained(safe_serialization=True))")
     raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
+
+
+def _check_expert_layout(file: Path, key: str, config: Qwen3VLConfig, path: Path,
+                         shape: tuple[int, ...] | None = None) -> None:
+    """One CheckpointError when `key` is a MoE expert weight in another layout than the released fused one."""
+    if not config.is_moe:
+        return
+    if shape is None:
+        with safe_open(file, framework="pt") as f:
+            shape = tuple(f.get_slice(key).get_shape())
+    msg = expert_layout_error(key, shape, config.text)
+    if msg:
+        raise CheckpointError(f"{path}: {msg} (in {file.name})")
 
 
 def _raise_if(problems: list[str], path: Path) -> None:
