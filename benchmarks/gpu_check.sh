@@ -13,8 +13,8 @@
 #   parity_bf16.json    parity rows, bfloat16
 #   bench.json          all benchmark rows (bench --json), merged
 #   bench_report.md     the merged benchmark report
-#   throughput.png      prefill and decode tokens/s vs batch size
-#   latency.png         TTFT and TPOT vs batch size
+#   extras.tar.gz       charts (throughput, latency vs batch size), parity_fp16.json, moe_bench.json and the
+#                       per-model bench reports
 set -u
 
 cd "$(dirname "$0")/.." || exit 2
@@ -100,6 +100,8 @@ if [ ${#CASES[@]} -gt 0 ]; then
     --json "$OUT/parity_fp32.json"
   run_step "parity bfloat16" 60 "${CLI[@]}" parity "${CASES[@]}" --device cuda --dtype bfloat16 \
     --json "$OUT/parity_bf16.json"
+  run_step "parity float16" 60 "${CLI[@]}" parity "${CASES[@]}" --device cuda --dtype float16 \
+    --json "$WORK/parity_fp16.json"
 else
   echo "| parity | skipped (no cases under reference/golden/) | 0 s |" >>"$ROWS"
 fi
@@ -116,17 +118,21 @@ run_step "bench 2B" 90 "${CLI[@]}" bench --preset 2B --batch-size 1,32 "${COMMON
   --output "$WORK/bench_2B" --json "$WORK/bench_2B.json"
 run_step "bench 8B" 120 "${CLI[@]}" bench --preset 8B --batch-size 1,32 "${COMMON[@]}" "${BASE[@]}" \
   --output "$WORK/bench_8B" --json "$WORK/bench_8B.json"
-if [ "$FREE_GIB" -ge 70 ]; then  # 62 GB of bf16 weights plus room for the cache
-  run_step "bench 30B-A3B" 70 "${CLI[@]}" bench --preset 30B-A3B --batch-size 1 --device cuda --dtype bfloat16 \
-    --prompt-tokens 512 --image 448x448 --new-tokens 32 --warmup 1 --repeats 2 --no-charts \
-    --output "$WORK/bench_30B-A3B" --json "$WORK/bench_30B-A3B.json"
-else
-  echo "| bench 30B-A3B | skipped (${FREE_GIB} GiB free, needs 70) | 0 s |" >>"$ROWS"
-fi
+MOE_LAYERS=()
+[ "$FREE_GIB" -ge 70 ] || MOE_LAYERS=(--layers 16)  # 62 GB of bf16 weights plus room for the cache
+run_step "moe bench 30B-A3B" 180 "$PY" benchmarks/moe_bench.py --preset 30B-A3B --impl auto,gather \
+  --prompt-tokens 128 --new-tokens 64 --warmup 1 --repeats 3 --max-seconds 160 "${MOE_LAYERS[@]}" \
+  --json "$WORK/moe_bench.json"
 run_step "merge bench" 40 "$PY" benchmarks/merge_bench.py --out "$WORK/merged" "$WORK"/bench_*.json
-for f in bench.json:bench.json report.md:bench_report.md throughput.png:throughput.png latency.png:latency.png; do
+for f in bench.json:bench.json report.md:bench_report.md; do
   [ -f "$WORK/merged/${f%%:*}" ] && cp "$WORK/merged/${f%%:*}" "$OUT/${f##*:}"
 done
+# Everything else in one archive (the device tool brings back at most 8 files).
+mkdir -p "$WORK/extras"
+for f in "$WORK"/merged/*.png "$WORK"/parity_fp16.json "$WORK"/moe_bench.json "$WORK"/bench_*/report.md; do
+  [ -f "$f" ] && cp "$f" "$WORK/extras/$(basename "$(dirname "$f")")_$(basename "$f")"
+done
+tar -C "$WORK/extras" -czf "$OUT/extras.tar.gz" . 2>>"$LOG"
 
 # --- summary ----------------------------------------------------------------------------------------------
 {

@@ -37,7 +37,7 @@ def test_moe_block_matches_dense_reference_both_paths():
     for p in block.parameters():
         p.data.normal_(0, 0.2)
     E, I = cfg.num_experts, cfg.moe_intermediate_size
-    for T in (3, 40):  # 3*2 <= 8 experts: gather path; 40*2: per-expert path
+    for T in (3, 40):  # 3*2 <= 8 experts: gather path; 40*2 pairs: the prefill path
         x = torch.randn(1, T, cfg.hidden_size)
         probs = F.softmax(block.gate(x[0]), dim=-1)
         w, e = probs.topk(cfg.num_experts_per_tok, dim=-1)
