@@ -38,6 +38,7 @@ import torch
 
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.model.config import Qwen3VLConfig
+from qwen3vl_eval.provenance import device_name, software_versions
 from qwen3vl_eval.stats import summarize
 
 # ------------------------------------------------------------------------------------------------ device peaks
@@ -628,29 +629,6 @@ def add_utilization(row: dict, config: Qwen3VLConfig, cfg: BenchConfig, dtype: t
 # ------------------------------------------------------------------------------------------------ the run
 
 
-def versions(*, with_transformers: bool = False) -> dict[str, str]:
-    """Versions that shape the numbers (transformers read from package metadata, never imported here)."""
-    from importlib import metadata
-
-    from qwen3vl_eval import __version__
-
-    out = {"qwen3vl_eval": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    if torch.version.cuda:
-        out["cuda"] = torch.version.cuda
-    if with_transformers:
-        try:
-            out["transformers"] = metadata.version("transformers")
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def bench(backends: Sequence[tuple[str, Callable[[], Backend]]], configs: Sequence[BenchConfig], *, model: str,
           device: torch.device, dtype: torch.dtype, warmup: int, repeats: int, peak: DevicePeak | None = None,
           log: Callable[[str], None] = print) -> list[dict]:
@@ -664,7 +642,7 @@ def bench(backends: Sequence[tuple[str, Callable[[], Backend]]], configs: Sequen
     for name, make in backends:
         base = {"backend": name, "model": model, "device": str(device), "device_name": device_name(device),
                 "dtype": dtype_name(dtype), "warmup": warmup, "repeats": repeats,
-                "versions": versions(with_transformers=name == "hf"), "date": date, "error": None,
+                "versions": software_versions(with_transformers=name == "hf"), "date": date, "error": None,
                 **dict.fromkeys(ROW_KEYS)}
         backend = None
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -17,12 +16,12 @@ from typing import Any
 
 import torch
 
-from qwen3vl_eval import __version__
 from qwen3vl_eval.device import dtype_name, resolve_device, resolve_dtype
 from qwen3vl_eval.generate import GenerationOutput, Timings, generate
 from qwen3vl_eval.hub import hub_cache_dir, resolve_model
 from qwen3vl_eval.model.weights import load_model
 from qwen3vl_eval.processor import BatchInputs, Processor
+from qwen3vl_eval.provenance import device_label, software_versions
 from qwen3vl_eval.sampling import GenerationParams, split_reasoning
 
 
@@ -166,19 +165,6 @@ def model_info(name: str, path: Path, device: torch.device, dtype: torch.dtype) 
         "revision": revision,
         "checkpoint_sha256": checkpoint_fingerprint(path),
         "dtype": dtype_name(dtype),
-        "device": device_name(device),
-        "versions": versions(),
+        "device": device_label(device),
+        "versions": software_versions(),
     }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def versions() -> dict[str, str]:
-    import tokenizers
-
-    return {"qwen3vl_eval": __version__, "torch": torch.__version__, "tokenizers": tokenizers.__version__,
-            "python": platform.python_version(), "cuda": torch.version.cuda or "none"}
