@@ -37,13 +37,14 @@ from typing import Any
 import httpx
 import PIL.Image
 
-from qwen3vl_eval.engine import Reply, versions
+from qwen3vl_eval.engine import Reply
 from qwen3vl_eval.errors import InputError, ProcessorError
 from qwen3vl_eval.generate import Timings
 from qwen3vl_eval.processor.image import pil_to_rgb
 from qwen3vl_eval.processor.media import Source, resolve_source
 from qwen3vl_eval.processor.messages import ITEM_OPTIONS, SOURCE_KEYS, as_batch, item_kind
 from qwen3vl_eval.processor.video import VideoSettings, decode_clip, format_timestamp, frame_group_timestamps
+from qwen3vl_eval.provenance import software_versions
 from qwen3vl_eval.sampling import GenerationParams, split_reasoning
 
 VIDEO_MODES = ("frames", "url")
@@ -310,7 +311,7 @@ class OpenAIBackend:
                 "api_key_env": self.api_key_env, "video_mode": self.video_mode,
                 "video_url_scheme": self.video_url_scheme if self.video_mode == "url" else None,
                 "concurrency": self.concurrency, "timeout_s": self.timeout, "retries": self.retries,
-                "versions": versions()}
+                "versions": software_versions()}
 
     def latency(self) -> dict[str, float]:
         """Request latency summary in seconds (successful requests): n, mean, p50, p90, max."""
