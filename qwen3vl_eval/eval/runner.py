@@ -1,24 +1,40 @@
 """The evaluation loop: samples -> conversations -> backend.chat -> parse -> score -> samples.jsonl, then
 results.json and report.md (CONTRACTS section 5).
 
-Crash safety: each finished batch is appended to `samples.jsonl` and fsync'd, so a crash loses at most the batch
-in flight. `resume=True` drops a torn last line and skips ids already logged. A sample that fails (missing or
-corrupt media, a prompt the backend rejects) is logged with its error, counts as 0 and in `n_errors`, and the
-run goes on; a batch that raises is retried one sample at a time to find the culprit.
+Crash safety: each finished batch is appended to `samples.jsonl`, flushed and fsync'd, so a crash (even
+SIGKILL) loses at most the batch in flight. `resume=True` drops a torn last line and skips ids already logged.
+A sample that fails (missing or corrupt media, a prompt the backend rejects) is logged with its error, counts
+as 0 and in `n_errors`, and the run goes on; a batch that raises is retried one sample at a time to find the
+culprit.
+
+Resources: an out-of-memory error (`torch.OutOfMemoryError`, a RuntimeError saying "out of memory", or
+`BatchOutOfMemory`) halves the batch and retries; later batches keep the smaller size, and results.json
+records the splits (`throughput.oom_splits`, `throughput.effective_batch_size`). `sample_timeout` marks every
+sample of a batch whose generation takes longer as an error (see `Generator`).
+
+Data parallel (`qwen3vl_eval.distributed`): each rank generates a round-robin shard of the samples still to do
+and appends to its own `samples.rank{r}.jsonl`; after a barrier rank 0 merges every log into `samples.jsonl`
+(dataset order, one record per id), deletes the rank logs and scores. A resume, with any number of ranks,
+first merges whatever logs an interrupted run left.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import logging
 import os
 import platform
+import re
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from qwen3vl_eval.distributed import SINGLE, Dist
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.data import Sample, open_image
 from qwen3vl_eval.eval.metrics import SCORERS, summarize
@@ -28,6 +44,18 @@ from qwen3vl_eval.eval.reports import write_outputs
 from qwen3vl_eval.eval.task import TaskSpec
 
 TIMING_KEYS = ("preprocess", "vision", "prefill", "decode")
+# PIL's own DecompressionBombError threshold (2 x its default Image.MAX_IMAGE_PIXELS). Checked here from the image
+# header, before any pixel is decoded, because the processor turns PIL's global guard off.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+log = logging.getLogger(__name__)
+
+
+class BatchOutOfMemory(Exception):
+    """Raised by a backend (or a test double) when a batch does not fit in memory: the runner splits it."""
+
+
+class SampleTimeout(Exception):
+    """A batch's generation ran past `--sample-timeout`."""
 
 
 class Backend(Protocol):
@@ -74,8 +102,18 @@ def conversation(spec: TaskSpec, sample: Sample) -> list[dict]:
     """The chat messages of a sample; raises on missing or corrupt media."""
     if sample.error:
         raise TaskError(sample.error)
-    images = [open_image(ref).convert("RGB") for ref in sample.images]
+    images = [_checked_image(ref) for ref in sample.images]
     return build_messages(PROMPTS[spec.prompt], sample, images, spec.media)
+
+
+def _checked_image(ref: Any) -> Any:
+    """Open an image lazily, refuse a decompression bomb from its header size, then decode it as RGB."""
+    img = open_image(ref)
+    w, h = img.size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise TaskError(f"image of {w}x{h} = {w * h} pixels is over the {MAX_IMAGE_PIXELS} pixel limit "
+                        "(refused as a possible decompression bomb)")
+    return img.convert("RGB")
 
 
 def generation_kwargs(spec: TaskSpec, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -134,10 +172,58 @@ def backend_timings(backend: Any) -> dict[str, float]:
 
 
 def _append(f: Any, records: list[dict]) -> None:
-    for r in records:
-        f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    """Append records as JSON lines in one write, then flush and fsync (a checkpoint per batch)."""
+    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     f.flush()
     os.fsync(f.fileno())
+
+
+def rank_logs(out_dir: Path) -> list[Path]:
+    """The `samples.rank{r}.jsonl` logs of a data-parallel run in `out_dir`, by rank."""
+    logs = [(int(m.group(1)), p) for p in out_dir.glob("samples.rank*.jsonl")
+            if (m := re.fullmatch(r"samples\.rank(\d+)\.jsonl", p.name))]
+    return [p for _, p in sorted(logs)]
+
+
+def merge_logs(out_dir: Path, samples: list[Sample]) -> list[dict]:
+    """Merge `samples.jsonl` and every rank log into `samples.jsonl` (dataset order, the first record of each
+    id kept; ids not in `samples` kept at the end), written atomically; then delete the rank logs. A file
+    already in order, with no rank logs, is only repaired. Returns the records."""
+    path = out_dir / "samples.jsonl"
+    parts = rank_logs(out_dir)
+    records: list[dict] = []
+    seen: set = set()
+    for p in [path, *parts]:
+        for r in read_records(p, repair=True):
+            if r["id"] not in seen:
+                seen.add(r["id"])
+                records.append(r)
+    order = {s.id: i for i, s in enumerate(samples)}
+    ranked = sorted(records, key=lambda r: order.get(r["id"], len(order)))
+    if not parts and ranked == records:
+        return records
+    records = ranked
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        _append(f, records)
+    os.replace(tmp, path)
+    _fsync_dir(out_dir)
+    for p in parts:
+        p.unlink()
+    return records
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
 
 
 def _as_dict(params: Any) -> dict:
@@ -150,24 +236,37 @@ def _as_dict(params: Any) -> dict:
 
 def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: Path, params: Any, *,
              batch_size: int = 1, resume: bool = False, config: dict | None = None,
-             on_progress: Callable[[int, int], None] | None = None, data_source: str = "") -> dict:
-    """Generate, parse and score every sample not already in `out_dir/samples.jsonl`; write the results."""
+             on_progress: Callable[[int, int], None] | None = None, data_source: str = "",
+             sample_timeout: float | None = None, dist: Dist = SINGLE) -> dict | None:
+    """Generate, parse and score every sample not already logged in `out_dir`; write the results. In a
+    data-parallel run every rank calls this; only rank 0 returns the results (the others None)."""
     if batch_size < 1:
         raise TaskError(f"--batch-size {batch_size}: must be at least 1")
+    if sample_timeout is not None and sample_timeout <= 0:
+        raise TaskError(f"--sample-timeout {sample_timeout}: must be positive")
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = out_dir / "samples.jsonl"
-    if log.exists() and not resume:
-        raise TaskError(f"{log}: already exists; pass --resume to continue that run or choose another --output")
-    done = {r["id"] for r in read_records(log, repair=True)}
+    path = out_dir / "samples.jsonl"
+    if (path.exists() or rank_logs(out_dir)) and not resume:
+        raise TaskError(f"{path}: already exists; pass --resume to continue that run or choose another --output")
+    dist.barrier()  # every rank has looked before rank 0 writes
+    if dist.is_main:
+        merge_logs(out_dir, samples)  # what an interrupted run (any number of ranks) left
+    dist.barrier()
+    done = {r["id"] for r in read_records(path)}
     todo = [s for s in samples if s.id not in done]
+    mine = dist.shard(todo)
+    gen = Generator(spec, backend, params, batch_size, sample_timeout)
     n_errors = 0
     started, t0 = now(), time.perf_counter()
     timings0 = backend_timings(backend)
     tokens = 0  # counted from the replies, so a backend without a token counter still reports a rate
-    with open(log, "a", encoding="utf-8") as f:
-        for b in range(0, len(todo), batch_size):
-            batch = todo[b : b + batch_size]
-            records = _run_batch(spec, batch, backend, params)
+    own = path if not dist.enabled else out_dir / f"samples.rank{dist.rank}.jsonl"
+    with open(own, "a", encoding="utf-8") as f:
+        i = 0
+        while i < len(mine):
+            batch = mine[i : i + gen.batch_size]  # shrinks after an out-of-memory split
+            i += len(batch)
+            records = gen.run_batch(batch)
             tokens += sum(r.get("generated_tokens", 0) for r in records)
             n_errors += sum(bool(r["error"]) for r in records)
             _append(f, records)
@@ -175,47 +274,145 @@ def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: P
                 on_progress(len(batch), n_errors)
     wall = time.perf_counter() - t0
     timings1 = backend_timings(backend)
+    stats = {"samples": len(mine), "wall_s": wall, "tokens": tokens, "oom_splits": gen.oom_splits,
+             "timeouts": gen.timeouts, "effective_batch_size": gen.batch_size,
+             "time_s": {k: timings1.get(k, 0.0) - timings0.get(k, 0.0) for k in TIMING_KEYS}}
+    per_rank = dist.gather(stats)  # also the barrier: every rank log is complete after it
+    if not dist.is_main:
+        return None
+    records = merge_logs(out_dir, samples)
+    n = sum(r["samples"] for r in per_rank)
+    wall = max(r["wall_s"] for r in per_rank)
+    tokens = sum(r["tokens"] for r in per_rank)
     throughput = {
-        "samples": len(todo), "wall_s": round(wall, 3),
-        "samples_per_s": round(len(todo) / wall, 4) if wall > 0 and todo else None,
+        "samples": n, "wall_s": round(wall, 3),
+        "samples_per_s": round(n / wall, 4) if wall > 0 and n else None,
         "generated_tokens": tokens,
-        "generated_tokens_per_s": round(tokens / wall, 2) if wall > 0 and todo else None,
-        "time_s": {k: round(timings1.get(k, 0.0) - timings0.get(k, 0.0), 4) for k in TIMING_KEYS},
+        "generated_tokens_per_s": round(tokens / wall, 2) if wall > 0 and n else None,
+        "time_s": {k: round(sum(r["time_s"][k] for r in per_rank), 4) for k in TIMING_KEYS},
         "resumed_from": len(done),
+        "ranks": dist.world_size,
+        "oom_splits": sum(r["oom_splits"] for r in per_rank),
+        "effective_batch_size": min(r["effective_batch_size"] for r in per_rank),
+        "timeouts": sum(r["timeouts"] for r in per_rank),
     }
     extra = {"model_info": dict(getattr(backend, "info", {}) or {}), "throughput": throughput,
              "started": started, "finished": now(), "data_source": data_source}
-    cfg = {**(config or {}), "batch_size": batch_size, "generation": _as_dict(params)}
-    return finish(spec, samples, read_records(log), out_dir, cfg, extra)
+    cfg = {**(config or {}), "batch_size": batch_size, "generation": _as_dict(params),
+           "sample_timeout": sample_timeout, "world_size": dist.world_size}
+    return finish(spec, samples, records, out_dir, cfg, extra)
 
 
-def _run_batch(spec: TaskSpec, batch: list[Sample], backend: Backend, params: Any) -> list[dict]:
-    convs: list[tuple[Sample, list[dict]]] = []
-    records: dict[str, dict] = {}
-    for s in batch:
+def is_oom(e: BaseException) -> bool:
+    """An out-of-memory error from a backend: `BatchOutOfMemory`, torch's (CUDA) OutOfMemoryError, or a
+    RuntimeError saying so (MPS, CPU allocator)."""
+    if isinstance(e, BatchOutOfMemory):
+        return True
+    torch = sys.modules.get("torch")  # no torch imported: no torch error can have been raised
+    if torch is not None:
+        types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
+                                  getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)) if t)
+        if types and isinstance(e, types):
+            return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def _free_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Generator:
+    """Runs batches on a backend and turns replies and failures into sample records.
+
+    Failures: a batch that raises is retried one sample at a time; one that runs out of memory is halved
+    (and `batch_size` lowered for later batches) down to single samples. Timeouts (`sample_timeout` seconds
+    per batch; every sample of a batch is in flight for the whole batch, so this is each sample's latency):
+    a backend whose `chat` takes `on_tokens` (the Engine) is stopped cooperatively at the first decode step
+    past the deadline, in the main thread, without killing anything; preprocessing and prefill cannot be cut
+    short, so a batch that returns late is marked too. Every sample of a timed-out batch is logged as an
+    error and not retried."""
+
+    def __init__(self, spec: TaskSpec, backend: Backend, params: Any, batch_size: int,
+                 sample_timeout: float | None = None) -> None:
+        self.spec, self.backend, self.params = spec, backend, params
+        self.batch_size = batch_size
+        self.timeout = sample_timeout
+        self.oom_splits = 0
+        self.timeouts = 0
         try:
-            convs.append((s, conversation(spec, s)))
-        except Exception as e:  # missing/corrupt media: log it, go on
-            records[s.id] = score_sample(spec, s, None, f"{type(e).__name__}: {e}")
-    groups = [convs] if len(convs) > 0 else []
-    while groups:
-        group = groups.pop(0)
-        try:
-            replies = backend.chat([c for _, c in group], params)
-            if len(replies) != len(group):
-                raise RuntimeError(f"backend returned {len(replies)} replies for {len(group)} conversations")
-        except Exception as e:
-            if len(group) > 1:
-                groups = [[g] for g in group] + groups
+            self._streams = "on_tokens" in inspect.signature(backend.chat).parameters
+        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+            self._streams = False
+
+    def _chat(self, convs: list[list[dict]]) -> list[Any]:
+        if self.timeout is None:
+            return self.backend.chat(convs, self.params)
+        limit = self.timeout
+        deadline = time.monotonic() + limit
+
+        def late() -> SampleTimeout:
+            return SampleTimeout(f"generation of a batch of {len(convs)} ran past --sample-timeout {limit:g}s")
+
+        if self._streams:
+            def check(row: int, new_ids: list[int]) -> None:
+                if time.monotonic() > deadline:
+                    raise late()
+
+            replies = self.backend.chat(convs, self.params, on_tokens=check)
+        else:
+            replies = self.backend.chat(convs, self.params)
+        if time.monotonic() > deadline:
+            raise late()
+        return replies
+
+    def run_batch(self, batch: list[Sample]) -> list[dict]:
+        """The records of `batch`, in order."""
+        spec = self.spec
+        convs: list[tuple[Sample, list[dict]]] = []
+        records: dict[str, dict] = {}
+        for s in batch:
+            try:
+                convs.append((s, conversation(spec, s)))
+            except Exception as e:  # missing/corrupt media: log it, go on
+                records[s.id] = score_sample(spec, s, None, f"{type(e).__name__}: {e}")
+        groups = [convs] if convs else []
+        while groups:
+            group = groups.pop(0)
+            try:
+                replies = self._chat([c for _, c in group])
+                if len(replies) != len(group):
+                    raise RuntimeError(f"backend returned {len(replies)} replies for {len(group)} conversations")
+            except SampleTimeout as e:
+                self.timeouts += len(group)
+                for s, _ in group:
+                    records[s.id] = score_sample(spec, s, None, f"SampleTimeout: {e}")
                 continue
-            s = group[0][0]
-            records[s.id] = score_sample(spec, s, None, f"{type(e).__name__}: {e}")
-            continue
-        for (s, _), reply in zip(group, replies):
-            extra = {"finish_reason": getattr(reply, "finish_reason", None),
-                     "generated_tokens": len(getattr(reply, "token_ids", None) or [])}
-            records[s.id] = score_sample(spec, s, reply.text, extra=extra)
-    return [records[s.id] for s in batch]
+            except Exception as e:
+                if is_oom(e):
+                    _free_memory()
+                    if len(group) > 1:
+                        half = (len(group) + 1) // 2
+                        self.oom_splits += 1
+                        self.batch_size = min(self.batch_size, half)
+                        log.warning("out of memory with a batch of %d; retrying in batches of %d",
+                                    len(group), self.batch_size)
+                        cap = self.batch_size  # the groups still queued shrink too
+                        groups = [g[k : k + cap] for g in [group, *groups] for k in range(0, len(g), cap)]
+                        continue
+                elif len(group) > 1:
+                    groups = [[g] for g in group] + groups
+                    continue
+                s = group[0][0]
+                records[s.id] = score_sample(spec, s, None, f"{type(e).__name__}: {e}")
+                continue
+            for (s, _), reply in zip(group, replies):
+                extra = {"finish_reason": getattr(reply, "finish_reason", None),
+                         "generated_tokens": len(getattr(reply, "token_ids", None) or [])}
+                records[s.id] = score_sample(spec, s, reply.text, extra=extra)
+        return [records[s.id] for s in batch]
 
 
 # ---------------------------------------------------------------- results

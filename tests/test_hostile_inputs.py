@@ -1,0 +1,401 @@
+"""Hostile or broken inputs: each gives a clear error (exit 2, one line on stderr, no traceback) or a logged
+sample error, never a traceback or a hang. reports/reliability.md lists every case."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from qwen3vl_eval.cli import app
+from qwen3vl_eval.eval.data import Sample
+from qwen3vl_eval.eval.runner import read_records, run_task
+from qwen3vl_eval.eval.synth import write_video
+from qwen3vl_eval.eval.task import load_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+REGISTRY = load_registry()
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def assert_clean_error(r, *needles: str, code: int = 2) -> str:
+    """Exit `code`, exactly one line on stderr starting `error:`, no traceback; returns that line."""
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.exit_code == code, (r.exit_code, r.output)
+    assert "Traceback" not in r.output
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+# ---------------------------------------------------------------- media files
+
+def _png(size=(64, 48)) -> bytes:
+    b = io.BytesIO()
+    Image.new("RGB", size, (200, 10, 10)).save(b, "PNG")
+    return b.getvalue()
+
+
+def _jpeg() -> bytes:
+    b = io.BytesIO()
+    Image.effect_noise((64, 48), 50).convert("RGB").save(b, "JPEG")
+    return b.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(side: int = 20000) -> bytes:
+    """A PNG whose header claims side x side pixels (400M by default) with almost no data: a decompression
+    bomb's header, without the cost of compressing one."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + _chunk(b"IEND", b""))
+
+
+def _frames(n: int, size: int = 32) -> list[np.ndarray]:
+    return [np.full((size, size, 3), (k * 29) % 255, np.uint8) for k in range(n)]
+
+
+def _zero_frame_video(path: Path) -> Path:
+    """A container with a video stream and no frames (AVI: mp4 drops an empty track)."""
+    import av
+
+    c = av.open(str(path), "w", format="avi")
+    s = c.add_stream("mpeg4", rate=4)
+    s.width = s.height = 32
+    s.pix_fmt = "yuv420p"
+    c.start_encoding()
+    c.close()
+    return path
+
+
+def _no_stream_video(path: Path) -> Path:
+    """An mp4 with no video stream at all."""
+    import av
+
+    c = av.open(str(path), "w", format="mp4")
+    s = c.add_stream("mpeg4", rate=4)
+    s.width = s.height = 32
+    s.pix_fmt = "yuv420p"
+    c.start_encoding()
+    c.close()
+    return path
+
+
+def absurd_duration(src: Path, dst: Path) -> Path:
+    """A copy of an mp4 whose movie and track headers claim ~136 years (timescale 1) and whose frames each
+    claim 2^31 time units, so the stream reports a frame rate of ~5e-10 fps."""
+    data = bytearray(src.read_bytes())
+    for box in (b"mvhd", b"mdhd"):
+        i = data.index(box) + 4
+        assert data[i] == 0  # version 0 boxes: 32-bit fields
+        struct.pack_into(">II", data, i + 12, 1, 0xFFFFFFF0)
+    i = data.index(b"stts") + 4
+    for k in range(struct.unpack_from(">I", data, i + 4)[0]):
+        count = struct.unpack_from(">I", data, i + 8 + 8 * k)[0]
+        struct.pack_into(">II", data, i + 8 + 8 * k, count, 0x7FFFFFFF)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("hostile_media")
+    png, jpg = _png(), _jpeg()
+    (d / "ok.png").write_bytes(png)
+    (d / "truncated.png").write_bytes(png[: len(png) // 2])
+    (d / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (d / "garbage.png").write_bytes(os.urandom(300))
+    (d / "empty.png").write_bytes(b"")
+    (d / "bomb.png").write_bytes(bomb_png())
+    write_video(d / "ok.mp4", _frames(8), fps=4)
+    data = (d / "ok.mp4").read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (d / "garbage.mp4").write_bytes(os.urandom(2000))
+    write_video(d / "one_frame.mp4", _frames(1), fps=4)
+    _zero_frame_video(d / "zero_frames.mp4")
+    _no_stream_video(d / "no_stream.mp4")
+    absurd_duration(d / "ok.mp4", d / "absurd_duration.mp4")
+    return d
+
+
+def _messages(tmp_path: Path, obj, name: str = "m.json") -> Path:
+    p = tmp_path / name
+    p.write_text(json.dumps(obj))
+    return p
+
+
+def _user(kind: str, value: str, **opts) -> list[dict]:
+    return [{"role": "user", "content": [{"type": kind, kind: value, **opts}, {"type": "text", "text": "hi"}]}]
+
+
+@pytest.mark.parametrize("name,needle", [
+    ("truncated.png", "truncated"), ("truncated.jpg", "truncated"), ("garbage.png", "cannot read image"),
+    ("empty.png", "cannot read image")])
+def test_corrupt_images_are_one_clear_error(tiny_ckpt, media, tmp_path, name, needle):
+    m = _messages(tmp_path, _user("image", str(media / name)))
+    assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), name, needle)
+
+
+@pytest.mark.parametrize("name,needle", [
+    ("truncated.mp4", "cannot read video"), ("garbage.mp4", "cannot read video"),
+    ("zero_frames.mp4", "no decodable video frames"), ("no_stream.mp4", "no video stream"),
+    ("one_frame.mp4", "1 frame(s); at least 2 are needed")])
+def test_broken_videos_are_one_clear_error(tiny_ckpt, media, tmp_path, name, needle):
+    m = _messages(tmp_path, _user("video", str(media / name)))
+    assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), name, needle)
+
+
+def test_video_claiming_an_absurd_duration_is_bounded(tiny_ckpt, media, tmp_path):
+    """Headers claiming 136 years at 5e-10 fps: the work is bounded by the frames really there."""
+    m = _messages(tmp_path, _user("video", str(media / "absurd_duration.mp4")))
+    t0 = time.perf_counter()
+    r = cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m))
+    assert time.perf_counter() - t0 < 20
+    if r.exit_code != 0:
+        assert_clean_error(r, "absurd_duration.mp4")
+
+
+def test_video_claiming_a_billion_frames_decodes_only_real_ones(tiny_ckpt, media, monkeypatch):
+    """A header frame count of 1e9 (and a near-zero frame rate): sampling is clamped to max_frames and
+    decoding stops at the real end of the stream, then resamples from the frames actually decoded."""
+    from qwen3vl_eval.processor import Processor
+    from qwen3vl_eval.processor import video as V
+
+    processor = Processor.from_pretrained(tiny_ckpt)
+    for fps in (24.0, 1e-9):
+        monkeypatch.setattr(V, "_stream_info", lambda c, n, fps=fps: (10**9, fps))
+        t0 = time.perf_counter()
+        out = processor(_user("video", str(media / "ok.mp4")))
+        assert time.perf_counter() - t0 < 10
+        assert max(out.video_frame_indices[0]) <= 7  # the file has 8 frames
+
+
+def test_errors_from_a_real_process_have_no_traceback(tiny_ckpt, media, tmp_path):
+    """The same through `python -m qwen3vl_eval` in a subprocess (what a user sees)."""
+    m = _messages(tmp_path, _user("video", str(media / "truncated.mp4")))
+    r = subprocess.run([sys.executable, "-m", "qwen3vl_eval", "preprocess", "--model", str(tiny_ckpt),
+                        "--messages", str(m)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "truncated.mp4" in r.stderr
+
+
+# ---------------------------------------------------------------- messages files
+
+BAD_MESSAGES = [
+    (5, "expected a conversation"),
+    ("hello", "expected a conversation"),
+    ([], "expected a conversation"),
+    ([5], "messages:"),
+    ([{"role": "user", "content": "a"}, 5], "messages:"),
+    ([{"role": 5, "content": "x"}], "role must be one of"),
+    ([{"role": "user", "content": 5}], "content must be a string or a list"),
+    ([{"role": "user", "content": {"type": "text", "text": "x"}}], "content must be a string or a list"),
+    ([{"role": "user", "content": [5]}], "a content item must be an object"),
+    ([{"role": "user", "content": [{"type": "audio", "audio": "a.wav"}]}], "unknown content type 'audio'"),
+    ([{"role": "user", "content": [{"type": "text", "text": 5}]}], "needs a string 'text'"),
+    ([{"role": "user", "content": [{"type": "image", "image": 5}]}], "not an image"),
+    ([{"role": "user", "content": [{"type": "image"}]}], "has none of the keys"),
+    ([{"role": "user", "content": [{"type": "image", "image": "x.png", "min_pixels": "big"}]}],
+     "min_pixels must be a positive number"),
+    ([{"role": "user", "content": [{"type": "video", "video": "x.mp4", "fps": -1}]}], "fps must be a positive"),
+    ([{"role": "user", "content": [{"type": "image", "image": "data:image/png;base64,!!"}]}], "invalid base64"),
+    ([{"role": "user", "content": [{"type": "image", "image": "missing.png"}]}], "no such file"),
+    ([[{"role": "user", "content": "a"}], {"role": "user", "content": "b"}], "mixes messages and conversations"),
+    ([{"role": "user", "content": "<|image_pad|>"}], "placeholder"),
+]
+
+
+@pytest.mark.parametrize("messages,needle", BAD_MESSAGES, ids=[f"m{i}" for i in range(len(BAD_MESSAGES))])
+def test_bad_messages_are_one_clear_error(tiny_ckpt, tmp_path, messages, needle):
+    m = _messages(tmp_path, messages)
+    assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), needle)
+
+
+def test_messages_file_not_json_or_missing(tiny_ckpt, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff\xfe{[")
+    assert_clean_error(cli("generate", "--model", str(tiny_ckpt), "--messages", str(bad)), "bad.json")
+    assert_clean_error(cli("generate", "--model", str(tiny_ckpt), "--messages", str(tmp_path / "nope.json")),
+                       "nope.json")
+
+
+# ---------------------------------------------------------------- task data through the runner
+
+PARAMS = SimpleNamespace(max_new_tokens=4, temperature=0.0)
+
+
+class EchoBackend:
+    """Answers "A" to everything; processes nothing (media errors here come from the runner)."""
+
+    timings: dict = {}
+    info: dict = {}
+
+    def chat(self, conversations, params):
+        return [SimpleNamespace(text="A", token_ids=[1], finish_reason="stop") for _ in conversations]
+
+
+def test_broken_task_images_are_logged_sample_errors(media, tmp_path):
+    spec = REGISTRY["synth_imageqa"]
+    ok = Sample("ok", ["red"], "What color?", images=[{"bytes": (media / "ok.png").read_bytes(), "path": None}])
+    bad = [Sample(n, ["red"], "What color?", images=[{"bytes": (media / n).read_bytes(), "path": None}])
+           for n in ("truncated.png", "truncated.jpg", "garbage.png", "bomb.png")]
+    res = run_task(spec, [ok, *bad], EchoBackend(), tmp_path, PARAMS, batch_size=5)
+    recs = {r["id"]: r for r in read_records(tmp_path / "samples.jsonl")}
+    assert res["n_samples"] == 5 and res["n_errors"] == 4
+    assert recs["ok"]["error"] is None
+    assert "truncated" in recs["truncated.png"]["error"] and "truncated" in recs["truncated.jpg"]["error"]
+    assert "UnidentifiedImageError" in recs["garbage.png"]["error"]
+    assert "decompression bomb" in recs["bomb.png"]["error"] or "DecompressionBomb" in recs["bomb.png"]["error"]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from qwen3vl_eval.engine import Engine
+
+    return Engine("tiny", device="cpu", dtype="float32")
+
+
+def test_broken_task_videos_are_logged_sample_errors(engine, media, tmp_path):
+    """Videos reach the processor inside the backend; each broken one is its own logged error and its
+    batch-mates are still answered."""
+    spec = REGISTRY["synth_videoqa"]
+    names = ["ok.mp4", "truncated.mp4", "garbage.mp4", "zero_frames.mp4", "one_frame.mp4", "absurd_duration.mp4"]
+    samples = [Sample(n, "A", "What color?", choices=["red", "blue"], videos=[str(media / n)]) for n in names]
+    from qwen3vl_eval.engine import GenerationParams
+
+    res = run_task(spec, samples, engine, tmp_path, GenerationParams(max_new_tokens=2), batch_size=6)
+    recs = {r["id"]: r for r in read_records(tmp_path / "samples.jsonl")}
+    assert recs["ok.mp4"]["error"] is None and recs["ok.mp4"]["prediction"] is not None
+    for n in ("truncated.mp4", "garbage.mp4", "zero_frames.mp4", "one_frame.mp4"):
+        assert recs[n]["error"].startswith("ProcessorError") and n in recs[n]["error"], recs[n]
+    assert res["n_samples"] == 6 and res["n_errors"] >= 4
+
+
+# ---------------------------------------------------------------- golden files (parity)
+
+GOLDEN = ROOT / "reference" / "golden"
+
+
+def _golden_case(tmp_path: Path, edit) -> Path:
+    case = Path(shutil.copytree(GOLDEN / "image", tmp_path / "case"))
+    with safe_open(case / "golden.safetensors", framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    edit(tensors, meta)
+    save_file(tensors, str(case / "golden.safetensors"), metadata=meta)
+    return case
+
+
+GOLDEN_EDITS = {
+    "input_ids_float": (lambda t, m: t.update({"input.input_ids": t["input.input_ids"].float()}), "input.input_ids"),
+    "input_ids_3d": (lambda t, m: t.update({"input.input_ids": t["input.input_ids"][None]}), "input.input_ids"),
+    "pixel_values_int": (lambda t, m: t.update({"input.pixel_values": t["input.pixel_values"].long()}),
+                         "input.pixel_values"),
+    "grid_two_columns": (lambda t, m: t.update({"input.image_grid_thw": t["input.image_grid_thw"][:, :2]}),
+                         "input.image_grid_thw"),
+    "mask_wrong_shape": (lambda t, m: t.update({"input.attention_mask": t["input.attention_mask"][:, 1:]}),
+                         "input.attention_mask"),
+    "grid_without_pixels": (lambda t, m: t.pop("input.pixel_values"), "input.pixel_values"),
+    "no_input_ids": (lambda t, m: t.pop("input.input_ids"), "input.input_ids"),
+    "wrong_format": (lambda t, m: m.update({"format": "other/9"}), "format"),
+}
+
+
+@pytest.mark.parametrize("edit", list(GOLDEN_EDITS))
+def test_malformed_golden_is_exit_2(tmp_path, edit):
+    fn, needle = GOLDEN_EDITS[edit]
+    case = _golden_case(tmp_path, fn)
+    assert_clean_error(cli("parity", str(case), "--device", "cpu"), needle)
+
+
+def test_golden_that_is_not_safetensors_is_exit_2(tmp_path):
+    case = Path(shutil.copytree(GOLDEN / "image", tmp_path / "case"))
+    (case / "golden.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}" + os.urandom(64))
+    assert_clean_error(cli("parity", str(case), "--device", "cpu"), "golden.safetensors")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _ckpt(tiny_ckpt: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_ckpt, tmp_path / "ckpt"))
+
+
+def _drop(cfg: dict, dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        cfg = cfg[p]
+    del cfg[last]
+
+
+@pytest.mark.parametrize("field", ["text_config.hidden_size", "text_config.num_hidden_layers",
+                                   "vision_config.depth", "text_config", "vision_config"])
+def test_config_with_a_missing_field_is_exit_2_naming_it(tiny_ckpt, tmp_path, field):
+    ckpt = _ckpt(tiny_ckpt, tmp_path)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    _drop(cfg, field)
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    m = _messages(tmp_path, [{"role": "user", "content": "hi"}])
+    assert_clean_error(cli("generate", "--model", str(ckpt), "--messages", str(m), "--max-new-tokens", "1",
+                           "--device", "cpu"), field.split(".")[-1])
+
+
+def test_config_not_json_is_exit_2(tiny_ckpt, tmp_path):
+    ckpt = _ckpt(tiny_ckpt, tmp_path)
+    (ckpt / "config.json").write_text("{\"model_type\": ")
+    m = _messages(tmp_path, [{"role": "user", "content": "hi"}])
+    assert_clean_error(cli("generate", "--model", str(ckpt), "--messages", str(m), "--device", "cpu"),
+                       "config.json")
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that a pickle was (not) loaded."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_pickle_only_checkpoint_is_refused_without_unpickling(tiny_ckpt, tmp_path):
+    ckpt = _ckpt(tiny_ckpt, tmp_path)
+    (ckpt / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    (ckpt / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(str(marker))))
+    m = _messages(tmp_path, [{"role": "user", "content": "hi"}])
+    assert_clean_error(cli("generate", "--model", str(ckpt), "--messages", str(m), "--device", "cpu"),
+                       ".bin", "safetensors")
+    assert not marker.exists()
+
+
+def test_no_code_path_unpickles_or_trusts_remote_code():
+    """Static guard: the package never calls torch.load / pickle.load(s) and never sets trust_remote_code."""
+    bad = re.compile(r"torch\.load\(|pickle\.loads?\(|trust_remote_code\s*=\s*True|weights_only\s*=\s*False")
+    hits = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "qwen3vl_eval").rglob("*.py"))
+            for i, line in enumerate(p.read_text().splitlines(), 1) if bad.search(line)]
+    assert not hits, hits
+
