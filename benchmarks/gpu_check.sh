@@ -34,6 +34,10 @@ START=$SECONDS
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg TOKENIZERS_PARALLELISM=false
 export QWEN3VL_EVAL_CACHE=$WORK/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
+# GPU_CHECK_STEPS: comma list of groups to run (parity, tests, bench, moe, compile); default all but compile.
+STEPS=${GPU_CHECK_STEPS:-parity,tests,bench,moe}
+want() { [[ ",$STEPS," == *",$1,"* ]]; }
+
 # run_step NAME SECONDS CMD...: run with a timeout capped by what is left of the budget, log, record status.
 run_step() {
   local name=$1 limit=$2 left status rc t0
@@ -95,7 +99,9 @@ FREE_GIB=$("$PY" -c "import torch; f,t=torch.cuda.mem_get_info(); print(int(f/2*
 shopt -s nullglob
 CASES=(reference/golden/*/)
 shopt -u nullglob
-if [ ${#CASES[@]} -gt 0 ]; then
+if ! want parity; then
+  :
+elif [ ${#CASES[@]} -gt 0 ]; then
   run_step "parity float32" 60 "${CLI[@]}" parity "${CASES[@]}" --device cuda --dtype float32 \
     --json "$OUT/parity_fp32.json"
   run_step "parity bfloat16" 60 "${CLI[@]}" parity "${CASES[@]}" --device cuda --dtype bfloat16 \
@@ -107,22 +113,29 @@ else
 fi
 
 # --- CUDA tests -------------------------------------------------------------------------------------------
-run_step "pytest -m cuda" 110 "$PY" -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors tests
+want tests && run_step "pytest -m cuda" 150 "$PY" -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors tests
 
 # --- benchmarks (random weights of the real sizes) --------------------------------------------------------
 BASE=()
 [ "$HAS_HF" = 1 ] && BASE=(--baseline hf)
 COMMON=(--device cuda --dtype bfloat16 --prompt-tokens 512 --image 448x448 --new-tokens 64 --warmup 1 --repeats 3
   --no-charts)
-run_step "bench 2B" 90 "${CLI[@]}" bench --preset 2B --batch-size 1,32 "${COMMON[@]}" "${BASE[@]}" \
+want bench && run_step "bench 2B" 90 "${CLI[@]}" bench --preset 2B --batch-size 1,32 "${COMMON[@]}" "${BASE[@]}" \
   --output "$WORK/bench_2B" --json "$WORK/bench_2B.json"
-run_step "bench 8B" 120 "${CLI[@]}" bench --preset 8B --batch-size 1,32 "${COMMON[@]}" "${BASE[@]}" \
+want bench && run_step "bench 8B" 120 "${CLI[@]}" bench --preset 8B --batch-size 1,32 "${COMMON[@]}" "${BASE[@]}" \
   --output "$WORK/bench_8B" --json "$WORK/bench_8B.json"
 MOE_LAYERS=()
 [ "$FREE_GIB" -ge 70 ] || MOE_LAYERS=(--layers 16)  # 62 GB of bf16 weights plus room for the cache
-run_step "moe bench 30B-A3B" 180 "$PY" benchmarks/moe_bench.py --preset 30B-A3B --impl auto,gather \
+want moe && run_step "moe bench 30B-A3B" 180 "$PY" benchmarks/moe_bench.py --preset 30B-A3B --impl auto,gather \
   --prompt-tokens 128 --new-tokens 64 --warmup 1 --repeats 3 --max-seconds 160 "${MOE_LAYERS[@]}" \
   --json "$WORK/moe_bench.json"
+# Inductor-fused decode step (torch.compile) against the plain CUDA-graph step, same shapes (one cache bucket).
+CMP=(--device cuda --dtype bfloat16 --prompt-tokens 256 --image 448x448 --new-tokens 32 --warmup 1 --repeats 3
+  --batch-size 1 --no-charts)
+want compile && run_step "bench 2B graph" 60 "${CLI[@]}" bench --preset 2B "${CMP[@]}" \
+  --output "$WORK/bench_2B_graph" --json "$WORK/bench_2B_graph.json"
+want compile && run_step "bench 2B graph+compile" 150 "${CLI[@]}" bench --preset 2B "${CMP[@]}" --compile \
+  --output "$WORK/bench_2B_compile" --json "$WORK/bench_2B_compile.json"
 run_step "merge bench" 40 "$PY" benchmarks/merge_bench.py --out "$WORK/merged" "$WORK"/bench_*.json
 for f in bench.json:bench.json report.md:bench_report.md; do
   [ -f "$WORK/merged/${f%%:*}" ] && cp "$WORK/merged/${f%%:*}" "$OUT/${f##*:}"

@@ -388,12 +388,12 @@ class _ModelBackend:
 
 class NativeBackend(_ModelBackend):
     """Our implementation: `qwen3vl_eval.model` and `qwen3vl_eval.generate`, with the CUDA-graph decode step of
-    `qwen3vl_eval.fast` when `fast` (as the engine does on CUDA)."""
+    `qwen3vl_eval.fast` when `fast` (as the engine does on CUDA), compiled by inductor first with `compile`."""
 
     name = "native"
 
     def __init__(self, config: Qwen3VLConfig, builder: InputBuilder, device: torch.device, dtype: torch.dtype,
-                 *, model_dir: Path | None = None, seed: int = 0, fast: bool = False) -> None:
+                 *, model_dir: Path | None = None, seed: int = 0, fast: bool = False, compile: bool = False) -> None:
         super().__init__(config, builder, device, dtype)
         from qwen3vl_eval.model.weights import build_model, load_model
 
@@ -403,7 +403,7 @@ class NativeBackend(_ModelBackend):
         if fast:
             from qwen3vl_eval.fast import CudaGraphDecoder
 
-            self.step_fn = CudaGraphDecoder(self.model)
+            self.step_fn = CudaGraphDecoder(self.model, compile=compile)
 
     @torch.inference_mode()
     def vision(self, inputs: Prepared) -> Any:

@@ -59,3 +59,15 @@ def test_preset_2b_builds_and_decodes_on_cuda() -> None:
     eager = generate(model, ids, None, params)
     fast = generate(model, ids, None, params, step_fn=CudaGraphDecoder(model))
     assert [o.token_ids for o in fast] == [o.token_ids for o in eager]
+
+
+def test_compiled_graph_decode_equals_golden_float32() -> None:
+    """The inductor-fused step (torch.compile) inside the graph keeps fp32 greedy tokens equal to transformers'."""
+    case = next(p for p in GOLDEN if p.name == "text_only")
+    g = _inputs(case, "cuda")
+    model = load_model(case / "model", device="cuda", dtype=torch.float32)
+    want = g["generate.greedy"]
+    params = GenerationParams(max_new_tokens=want.shape[1], ignore_eos=True)
+    outs = generate(model, g["input.input_ids"], g["input.attention_mask"], params,
+                    step_fn=CudaGraphDecoder(model, compile=True))
+    assert [o.token_ids for o in outs] == want.tolist()

@@ -37,6 +37,8 @@ def bench(
                                            "(transformers, from the golden extra)."),
     fast: Optional[bool] = typer.Option(None, "--fast/--no-fast", help="Native CUDA-graph decode step "
                                         "(default: on for CUDA, as the engine)."),
+    compile_step: bool = typer.Option(False, "--compile", help="With --fast: fuse the decode step with "
+                                      "torch.compile (inductor) before capturing it."),
     peak_bandwidth_gbs: Optional[float] = typer.Option(None, "--peak-bandwidth-gbs", help="Device memory "
                                                        "bandwidth for the decode utilisation (default: table)."),
     peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Device peak TFLOP/s in the run's "
@@ -68,6 +70,8 @@ def bench(
     if fast and dev.type != "cuda":
         raise InputError("--fast needs a CUDA device")
     use_fast = fast if fast is not None else dev.type == "cuda"
+    if compile_step and not use_fast:
+        raise InputError("--compile needs the CUDA-graph decode step (--fast on a CUDA device)")
 
     model_dir = None
     if model is not None:
@@ -95,13 +99,14 @@ def bench(
 
     builder = B.InputBuilder(config, model_dir=model_dir, seed=seed)
     backends = [("native", lambda: B.NativeBackend(config, builder, dev, dt, model_dir=model_dir, seed=seed,
-                                                   fast=use_fast))]
+                                                   fast=use_fast, compile=compile_step))]
     if baseline == "hf":
         backends.append(("hf", lambda: B.HFBackend(config, builder, dev, dt, model_dir=model_dir, seed=seed)))
     rows = B.bench(backends, configs, model=name, device=dev, dtype=dt, warmup=warmup, repeats=repeats,
                    peak=peak, log=lambda m: typer.echo(m, err=True))
     for r in rows:
         r["fast"] = use_fast if r["backend"] == "native" else None
+        r["compile"] = compile_step if r["backend"] == "native" else None
 
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
     out_dir = output or Path("reports") / "bench" / f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
