@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from qwen3vl_eval.device import dtype_name
 from qwen3vl_eval.errors import GoldenError
+from qwen3vl_eval.model.config import Qwen3VLConfig
 from qwen3vl_eval.model.kv_cache import allocate_caches
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 from qwen3vl_eval.model.rope import decode_position_ids, rope_index
@@ -120,9 +122,104 @@ def load_case(path: str | Path) -> Case:
             raise GoldenError(f"{file}: {pixels} and {grid} must come together")
         if grid in tensors and tensors[grid].shape[1] != 3:
             raise GoldenError(f"{file}: {grid} must have shape (n, 3), got {tuple(tensors[grid].shape)}")
+    config = Qwen3VLConfig.from_file(path / "model" / "config.json")
+    check_against_model(tensors, config, file)
     inputs = {k.removeprefix("input."): v for k, v in tensors.items() if k.startswith("input.")}
     golden = {k: v for k, v in tensors.items() if not k.startswith("input.")}
     return Case(path=path, inputs=inputs, golden=golden, metadata=metadata)
+
+
+def _golden_key_spec(key: str, B: int, L: int, P: int, config: Qwen3VLConfig
+                     ) -> tuple[str, tuple[int | None, ...]] | None:
+    """(dtype kind, expected shape; None = any size) of an output key of CONTRACTS section 2 that this model
+    produces; None for any other key (not checked here: the comparison reports it as not produced)."""
+    D, Dv, V = config.text.hidden_size, config.vision.hidden_size, config.text.vocab_size
+    merged = P // config.vision.spatial_merge_size ** 2
+    indexed = re.fullmatch(r"(text\.layers|vision\.blocks|vision\.deepstack)\.(\d+)", key)
+    if indexed:
+        count = {"text.layers": config.text.num_hidden_layers, "vision.blocks": config.vision.depth,
+                 "vision.deepstack": len(config.vision.deepstack_visual_indexes)}[indexed.group(1)]
+        if int(indexed.group(2)) >= count:
+            return None
+        key = indexed.group(1)
+    if key == "text.position_ids":
+        return "int", (3, B, L)
+    if key == "generate.greedy":
+        return "int", (B, None)
+    if key in ("text.embed", "text.norm", "text.layers"):
+        return "float", (B, L, D)
+    if key == "logits":
+        return "float", (B, L, V)
+    if key in ("vision.patch_embed", "vision.blocks"):
+        return "float", (P, Dv)
+    if key in ("vision.merger", "vision.deepstack"):
+        return "float", (merged, config.vision.out_hidden_size)
+    return None
+
+
+def check_against_model(tensors: dict[str, Tensor], config: Qwen3VLConfig, file: Path) -> None:
+    """GoldenError naming the key when a golden does not fit the case's own model: token ids outside the
+    vocabulary, patch rows of another width, grids whose token counts differ from the placeholder tokens or
+    the pixel rows, an empty batch, or an output key of the wrong dtype kind or shape."""
+    ids = tensors["input.input_ids"]
+    B, L = ids.shape
+    if B == 0 or L == 0:
+        raise GoldenError(f"{file}: input.input_ids is empty (shape {tuple(ids.shape)})")
+    V = config.text.vocab_size
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= V:
+        raise GoldenError(f"{file}: input.input_ids holds ids in [{lo}, {hi}], outside the model's vocabulary "
+                          f"[0, {V})")
+    mask = tensors.get("input.attention_mask")
+    if mask is not None and not bool(((mask == 0) | (mask == 1)).all()):
+        raise GoldenError(f"{file}: input.attention_mask must hold only 0 and 1")
+    real = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+    vc = config.vision
+    width = vc.in_channels * vc.temporal_patch_size * vc.patch_size ** 2
+    m2 = vc.spatial_merge_size ** 2
+    rows = 0
+    for media, token_id in (("image", config.image_token_id), ("video", config.video_token_id)):
+        pixels = tensors.get(f"input.pixel_values{'_videos' if media == 'video' else ''}")
+        grid_key = f"input.{media}_grid_thw"
+        grid = tensors.get(grid_key)
+        n_tokens = int(((ids == token_id) & real).sum())
+        if grid is None:
+            if n_tokens:
+                raise GoldenError(f"{file}: input.input_ids has {n_tokens} {media} placeholder token(s) "
+                                  f"({token_id}) but there is no {grid_key}")
+            continue
+        pixel_key = "input.pixel_values" + ("_videos" if media == "video" else "")
+        if pixels.shape[1] != width:
+            raise GoldenError(f"{file}: {pixel_key} rows are {pixels.shape[1]} wide; the model's patches are "
+                              f"{width} (in_channels {vc.in_channels} x temporal_patch_size "
+                              f"{vc.temporal_patch_size} x patch_size {vc.patch_size}^2)")
+        g = grid.long()
+        if bool((g <= 0).any()) or bool((g[:, 1:] % vc.spatial_merge_size != 0).any()):
+            raise GoldenError(f"{file}: {grid_key} must hold positive (t, h, w) with h and w multiples of "
+                              f"spatial_merge_size {vc.spatial_merge_size}")
+        patches = int(g.prod(dim=1).sum())
+        if patches != pixels.shape[0]:
+            raise GoldenError(f"{file}: {grid_key} describes {patches} patches but {pixel_key} has "
+                              f"{pixels.shape[0]} rows")
+        if patches // m2 != n_tokens:
+            raise GoldenError(f"{file}: {grid_key} needs {patches // m2} {media} placeholder tokens but "
+                              f"input.input_ids has {n_tokens} ({token_id})")
+        rows += patches
+    for key, t in tensors.items():
+        if key.startswith("input."):
+            continue
+        spec = _golden_key_spec(key, B, L, rows, config)
+        if spec is None:
+            continue
+        kind, shape = spec
+        ok_kind = t.dtype in (torch.int64, torch.int32) if kind == "int" else t.dtype.is_floating_point
+        if not ok_kind:
+            raise GoldenError(f"{file}: {key} must be {'an int64' if kind == 'int' else 'a float'} tensor, "
+                              f"got {t.dtype}")
+        if t.dim() != len(shape) or any(want is not None and got != want for got, want in zip(t.shape, shape)):
+            shown = tuple("N" if d is None else d for d in shape)
+            raise GoldenError(f"{file}: {key} must have shape {shown} for this case and model, "
+                              f"got {tuple(t.shape)}")
 
 
 def run_case(case: Case, *, device: torch.device, dtype: torch.dtype, atol: float | None = None,

@@ -244,6 +244,98 @@ def test_messages_file_not_json_or_missing(tiny_ckpt, tmp_path):
                        "nope.json")
 
 
+def test_processor_keeps_pils_decompression_bomb_guard(tiny_ckpt, tmp_path):
+    """processor/image.py must not switch PIL's guard off; a bomb is a ProcessorError naming the item, decided
+    from the header (PIL raises DecompressionBombError in Image.open, before decoding)."""
+    import PIL.Image
+
+    import qwen3vl_eval.processor  # noqa: F401 - importing it must leave the guard on
+    assert PIL.Image.MAX_IMAGE_PIXELS is not None
+    (tmp_path / "bomb.png").write_bytes(bomb_png())
+    m = _messages(tmp_path, _user("image", str(tmp_path / "bomb.png")))
+    err = assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), "bomb")
+    assert "bomb.png" in err and "item 0" in err
+
+
+def test_bomb_limit_is_pils_refusal_threshold(tmp_path):
+    """The limit is PIL's own refusal size (2 x MAX_IMAGE_PIXELS, where transformers refuses too): just over it
+    is refused from the header; in the band where PIL only warns, the header check lets the image through
+    and no warning escapes."""
+    import warnings
+
+    import PIL.Image
+
+    from qwen3vl_eval.errors import ProcessorError
+    from qwen3vl_eval.processor.image import _check_bomb, max_image_pixels
+
+    assert max_image_pixels() == 2 * PIL.Image.MAX_IMAGE_PIXELS == 178_956_970
+    side = int((2 * PIL.Image.MAX_IMAGE_PIXELS) ** 0.5) + 1
+    with pytest.raises(ProcessorError, match="decompression bomb"):
+        _check_bomb(side, side, "x.png")
+    _check_bomb(10_000, 10_000, "x.png")  # 100 MP: over PIL's warning size, accepted
+    from qwen3vl_eval.processor.image import decode_image
+    from qwen3vl_eval.processor.media import resolve_source
+
+    (tmp_path / "b.png").write_bytes(bomb_png(side))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ProcessorError, match="decompression bomb"):
+            decode_image(resolve_source(str(tmp_path / "b.png"), None))
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e308", "1e999"])
+def test_non_finite_or_huge_video_fps_is_a_clear_error(tiny_ckpt, media, tmp_path, value):
+    """fps: Infinity / NaN / 1e308 (all accepted by Python's json) must be a ProcessorError naming the
+    option, not an OverflowError/ValueError traceback."""
+    m = tmp_path / "m.json"
+    path = json.dumps(str(media / "ok.mp4"))
+    m.write_text(f'[{{"role": "user", "content": [{{"type": "video", "video": {path}, "fps": {value}}}]}}]')
+    assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), "fps")
+
+
+@pytest.mark.parametrize("opts,needle", [
+    ({"min_frames": -1}, "min_frames must be an integer >= 0"),
+    ({"max_frames": 0}, "max_frames must be an integer >= 1"),
+    ({"max_frames": 2.5}, "max_frames must be an integer"),
+    ({"min_frames": 8, "max_frames": 4}, "min_frames 8 is above max_frames 4"),
+    ({"min_pixels": 200_000, "max_pixels": 100_000}, "min_pixels 200000 is above max_pixels 100000"),
+    ({"max_pixels": float("nan")}, "max_pixels must be a finite number"),
+], ids=["min_frames_negative", "max_frames_zero", "max_frames_fraction", "frames_min_above_max",
+        "pixels_min_above_max", "pixels_nan"])
+def test_video_frame_and_pixel_options_are_checked(tiny_ckpt, media, tmp_path, opts, needle):
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps(_user("video", str(media / "ok.mp4"), **opts)))  # json writes NaN as NaN
+    assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), needle, "item 0")
+
+
+@pytest.mark.parametrize("kind,name", [("image", "ok.png"), ("video", "ok.mp4")])
+def test_per_item_pixel_budget_cannot_blow_up_memory(tiny_ckpt, media, tmp_path, kind, name):
+    """min_pixels: 1e12 on a 64x48 image asks for a 3 TB resize; it must be refused up front (a clear
+    ProcessorError naming the option), not attempted (RuntimeError from the allocator before, or all the
+    machine's memory for values that do fit, e.g. 1e9 -> 3 GB uint8 + 12 GB float32)."""
+    m = _messages(tmp_path, _user(kind, str(media / name), min_pixels=10**12, max_pixels=10**12))
+    assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), "pixels", name)
+    m = _messages(tmp_path, _user(kind, str(media / name), min_pixels=10**9))
+    assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), "min_pixels",
+                       "pixel limit")
+    m = _messages(tmp_path, _user(kind, str(media / name), min_pixels=5000, max_pixels=4000))
+    assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)),
+                       "min_pixels 5000 is above max_pixels 4000")
+
+
+def test_pixel_budget_caps_allow_the_released_maxima():
+    """The caps sit 4x above the released checkpoints' budgets, so every documented setting still works."""
+    from qwen3vl_eval.processor.image import MAX_IMAGE_PIXEL_BUDGET, ImageSettings
+    from qwen3vl_eval.processor.video import MAX_VIDEO_PIXEL_BUDGET, VideoSettings
+
+    assert ImageSettings().with_overrides(max_pixels=16384 * 32 * 32).max_pixels == 16777216
+    assert ImageSettings().with_overrides(max_pixels=MAX_IMAGE_PIXEL_BUDGET).max_pixels == 4 * 16777216
+    assert VideoSettings().with_overrides(max_pixels=MAX_VIDEO_PIXEL_BUDGET).max_pixels == 4 * 25165824
+    assert VideoSettings().with_overrides(fps=1000, min_frames=0, max_frames=4).fps == 1000.0
+    # one bound alone may cross the checkpoint's other one (transformers follows max_pixels then)
+    assert ImageSettings().with_overrides(max_pixels=96 * 96).max_pixels == 9216
+
+
 # ---------------------------------------------------------------- task data through the runner
 
 PARAMS = SimpleNamespace(max_new_tokens=4, temperature=0.0)
@@ -271,6 +363,55 @@ def test_broken_task_images_are_logged_sample_errors(media, tmp_path):
     assert "truncated" in recs["truncated.png"]["error"] and "truncated" in recs["truncated.jpg"]["error"]
     assert "UnidentifiedImageError" in recs["garbage.png"]["error"]
     assert "decompression bomb" in recs["bomb.png"]["error"] or "DecompressionBomb" in recs["bomb.png"]["error"]
+
+
+def test_task_video_paths_stay_inside_the_media_root(tmp_path):
+    """Video names in task rows that climb out of --media-root (../, absolute, a symlink leaving the folder)
+    are refused per sample (the runner logs the error); a name inside it and a symlinked video folder work."""
+    from qwen3vl_eval.eval.data import load_samples
+
+    root = tmp_path / "media"
+    (root / "Charades_v1_480").mkdir(parents=True)
+    write_video(root / "Charades_v1_480" / "inside.mp4", _frames(4), fps=2)
+    write_video(tmp_path / "outside.mp4", _frames(4), fps=2)
+    (root / "Charades_v1_480" / "link.mp4").symlink_to(tmp_path / "outside.mp4")
+    names = ["inside.mp4", "../../outside.mp4", str(tmp_path / "outside.mp4"), "../../../../etc/passwd",
+             "sub/../../outside.mp4", "link.mp4"]
+    rows = [{"video": v, "caption": "x", "timestamp": [0.0, 1.0]} for v in names]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = load_samples(REGISTRY["charades_sta"], str(data), media_root=root)
+    assert samples[0].error is None and samples[0].videos == [str(root / "Charades_v1_480" / "inside.mp4")]
+    for s in samples[1:]:
+        assert s.error is not None and "escapes the media root" in s.error, (s.videos, s.error)
+    # a media root whose video folder is a symlink to another disk is fine
+    other = tmp_path / "disk2"
+    other.mkdir()
+    write_video(other / "inside.mp4", _frames(4), fps=2)
+    root2 = tmp_path / "media2"
+    root2.mkdir()
+    (root2 / "Charades_v1_480").symlink_to(other)
+    s = load_samples(REGISTRY["charades_sta"], str(data), media_root=root2)[0]
+    assert s.error is None and s.videos[0].startswith(str(root2))
+
+
+def test_escaping_task_videos_are_logged_sample_errors(tmp_path):
+    """Through the runner: the escaping sample is a logged error, its batch-mate is answered."""
+    from qwen3vl_eval.eval.data import load_samples
+
+    root = tmp_path / "media"
+    root.mkdir()
+    write_video(root / "inside.mp4", _frames(4), fps=2)
+    write_video(tmp_path / "outside.mp4", _frames(4), fps=2)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"video": v, "caption": "x", "timestamp": [0.0, 1.0]}) + "\n"
+                            for v in ["inside.mp4", "../outside.mp4"]))
+    spec = REGISTRY["charades_sta"]
+    samples = load_samples(spec, str(data), media_root=root)
+    res = run_task(spec, samples, EchoBackend(), tmp_path / "out", PARAMS, batch_size=2)
+    recs = read_records(tmp_path / "out" / "samples.jsonl")
+    assert res["n_errors"] == 1 and recs[0]["error"] is None
+    assert "escapes the media root" in recs[1]["error"]
 
 
 @pytest.fixture(scope="module")
@@ -330,6 +471,48 @@ def test_malformed_golden_is_exit_2(tmp_path, edit):
     fn, needle = GOLDEN_EDITS[edit]
     case = _golden_case(tmp_path, fn)
     assert_clean_error(cli("parity", str(case), "--device", "cpu"), needle)
+
+
+GOLDEN_INCONSISTENT = {
+    "pixel_values_wrong_width": (lambda t, m: t.update({"input.pixel_values": t["input.pixel_values"][:, :17]
+                                                       .contiguous()}), "input.pixel_values"),
+    "input_ids_out_of_vocab": (lambda t, m: t.update({"input.input_ids": t["input.input_ids"] + 10**6}),
+                               "input.input_ids"),
+    "input_ids_negative": (lambda t, m: t.update({"input.input_ids": t["input.input_ids"] * 0 - 5}),
+                           "input.input_ids"),
+    "grid_does_not_match_tokens": (lambda t, m: t.update({"input.image_grid_thw": t["input.image_grid_thw"] * 2}),
+                                   "input.image_grid_thw"),
+    "grid_rows_fit_but_tokens_do_not": (
+        lambda t, m: t.update({"input.image_grid_thw": t["input.image_grid_thw"][:, [0, 2, 1]] * 0 + 1}),
+        "input.image_grid_thw"),
+    "empty_input_ids": (lambda t, m: t.update({"input.input_ids": t["input.input_ids"][:, :0].contiguous(),
+                                               "input.attention_mask": t["input.attention_mask"][:, :0]
+                                               .contiguous()}), "input.input_ids"),
+    "float_key_stored_as_int": (lambda t, m: t.update({"text.norm": t["text.norm"].long()}), "text.norm"),
+    "int_key_stored_as_float": (lambda t, m: t.update({"generate.greedy": t["generate.greedy"].float()}),
+                                "generate.greedy"),
+    "logits_wrong_length": (lambda t, m: t.update({"logits": t["logits"][:, 1:].contiguous()}), "logits"),
+    "position_ids_2d": (lambda t, m: t.update({"text.position_ids": t["text.position_ids"][0].contiguous()}),
+                        "text.position_ids"),
+    "mask_not_binary": (lambda t, m: t.update({"input.attention_mask": t["input.attention_mask"] * 3}),
+                        "input.attention_mask"),
+}
+
+
+@pytest.mark.parametrize("edit", list(GOLDEN_INCONSISTENT))
+def test_golden_inconsistent_with_its_model_is_exit_2(tmp_path, edit):
+    """Goldens that do not fit their own model/config.json are exit 2 naming the key (before: tracebacks,
+    or exit 0 for a float key stored as int64)."""
+    fn, needle = GOLDEN_INCONSISTENT[edit]
+    case = _golden_case(tmp_path, fn)
+    assert_clean_error(cli("parity", str(case), "--device", "cpu"), needle)
+
+
+def test_committed_goldens_pass_the_model_checks():
+    from qwen3vl_eval.parity import load_case
+
+    for case in sorted(p for p in GOLDEN.iterdir() if (p / "golden.safetensors").is_file()):
+        load_case(case)
 
 
 def test_golden_that_is_not_safetensors_is_exit_2(tmp_path):

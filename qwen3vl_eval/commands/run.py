@@ -4,6 +4,12 @@ Stopping: Ctrl-C (SIGINT) or SIGTERM stops the run at once; every finished batch
 command prints how to resume and exits 130 (SIGINT) or 143 (SIGTERM). Data parallel: launched by torchrun
 (`torchrun --nproc-per-node N -m qwen3vl_eval run ...`) each process evaluates a shard; see
 `qwen3vl_eval.distributed` and docs/scale-out.md.
+
+Backends (`qwen3vl_eval.backends.make_backend`): `native` (default), `hf` (transformers), `openai` (a server:
+`--base-url`, `--api-key-env`, `--served-model-name`, `--concurrency`, `--request-timeout`, `--retries`,
+`--video-mode`, `--video-url-scheme`; those flags with another backend are a usage error, exit 2).
+results.json records the backend, its options (URL without credentials, the key's variable name, never the key)
+and its `model_info`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,12 @@ from qwen3vl_eval import distributed
 from qwen3vl_eval.commands import fail, handle_errors
 from qwen3vl_eval.errors import InputError
 
-BACKENDS = ("native",)
+BACKENDS = ("native", "hf", "openai")
+VIDEO_MODES = ("frames", "url")
+VIDEO_URL_SCHEMES = ("data", "file")
+# the openai backend's own options: refused with the local backends, whose models run in this process
+OPENAI_OPTIONS = ("--base-url", "--api-key-env", "--served-model-name", "--concurrency", "--request-timeout",
+                  "--retries", "--video-mode", "--video-url-scheme")
 F = TypeVar("F", bound=Callable[..., Any])
 RUN_STATE: dict[str, Path] = {}
 VIDEO_PROMPTS = ("trained", "transformers5")
@@ -98,7 +109,8 @@ def run(
     task: str = typer.Option(..., "--task", help="Task or suite names, comma separated (see `qwen3vl-eval tasks`)."),
     model: str = typer.Option(..., "--model", help="Checkpoint folder or Hub id in the local cache (or tiny)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="First N samples of each task (for testing)."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Conversations generated together."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Conversations generated together "
+                                             "(default 1; with --backend openai, --concurrency)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Run folder (default "
                                           "reports/runs/<timestamp>-<model>/); one subfolder per task."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output (default: the latest run "
@@ -114,7 +126,23 @@ def run(
     top_p: float = typer.Option(1.0, "--top-p"),
     top_k: int = typer.Option(0, "--top-k", help="0 is off."),
     video_prompt: str = typer.Option("trained", "--video-prompt", help="trained or transformers5."),
-    backend: str = typer.Option("native", "--backend", help="native (hf and openai come later)."),
+    backend: str = typer.Option("native", "--backend", help="native (this package), hf (transformers; needs the "
+                                "golden extra) or openai (an OpenAI-compatible server, see docs/scale-out.md)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. "
+                                           "http://127.0.0.1:8000/v1."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai: environment variable holding "
+                                              "the API key (the key itself is never recorded)."),
+    served_model_name: Optional[str] = typer.Option(None, "--served-model-name", help="openai: the model name "
+                                                    "the server knows (default: --model)."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="openai: requests in flight (4)."),
+    request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="openai: seconds per "
+                                                    "request attempt (120)."),
+    retries: Optional[int] = typer.Option(None, "--retries", help="openai: retries of a failed request (3)."),
+    video_mode: Optional[str] = typer.Option(None, "--video-mode", help="openai: frames (sampled here, sent as "
+                                             "images; the default) or url (the server samples the file)."),
+    video_url_scheme: Optional[str] = typer.Option(None, "--video-url-scheme", help="openai, --video-mode url: "
+                                                   "data (the file inside the request; default) or file (a "
+                                                   "file:// URL, for a server on the same filesystem)."),
     sample_timeout: Optional[float] = typer.Option(None, "--sample-timeout", help="Seconds a batch's generation "
                                                    "may take; past it, each of its samples is logged as an error "
                                                    "(decoding stops at the next token)."),
@@ -127,12 +155,16 @@ def run(
 
     ctx = distributed.from_env()  # rank 0 of 1 unless launched by torchrun
 
-    if backend not in BACKENDS:
-        raise InputError(f"--backend {backend}: not available yet (available: {', '.join(BACKENDS)})")
     if video_prompt not in VIDEO_PROMPTS:
         raise InputError(f"--video-prompt {video_prompt}: expected trained or transformers5")
+    backend_options = _backend_options(
+        backend, model=model, device=device, dtype=dtype, video_prompt=video_prompt, base_url=base_url,
+        api_key_env=api_key_env, served_model_name=served_model_name, concurrency=concurrency,
+        timeout=request_timeout, retries=retries, video_mode=video_mode, video_url_scheme=video_url_scheme)
     if limit is not None and limit < 1:
         raise InputError(f"--limit {limit}: must be at least 1")
+    if batch_size is None:
+        batch_size = (concurrency or 4) if backend == "openai" else 1
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: must be at least 1")
     if sample_timeout is not None and not sample_timeout > 0:
@@ -148,7 +180,8 @@ def run(
     elif resume and not output.is_dir():
         raise InputError(f"--output {output}: no such run folder to resume")
     RUN_STATE["output"] = output  # named in the message if the run is interrupted
-    device = distributed.rank_device(device, ctx)
+    if backend != "openai":  # a server holds the openai backend's devices
+        device = backend_options["device"] = distributed.rank_device(device, ctx)
 
     loaded = []
     for spec in specs:  # all data first, so a missing dataset fails before the model loads
@@ -158,39 +191,106 @@ def run(
             raise InputError(f"{spec.task}: no sample has its media, e.g. {samples[0].error}")
         loaded.append((spec, samples))
 
-    from qwen3vl_eval.engine import Engine, GenerationParams
+    from qwen3vl_eval.backends import make_backend
+    from qwen3vl_eval.sampling import GenerationParams
 
-    engine = Engine(model, device=device, dtype=dtype, video_prompt=video_prompt)
+    engine = make_backend(backend, **backend_options)
     config = {"model": model, "backend": backend, "device": device, "dtype": dtype, "video_prompt": video_prompt,
               "limit": limit, "seed": seed, "data": data, "media_root": str(media_root) if media_root else None,
-              "resume": resume, "sample_timeout": sample_timeout}
+              "resume": resume, "sample_timeout": sample_timeout,
+              "backend_options": _recorded_options(backend, backend_options)}
     overrides = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
                  "seed": seed}
-    summary = []
-    with progress_bar(ctx.is_main) as bar:
-        for spec, samples in loaded:
-            kw = generation_kwargs(spec, overrides)
-            if "stop" in kw:
-                kw["stop"] = tuple(kw["stop"])
-            params = GenerationParams(**kw)
-            bar_id = bar.add_task(spec.task, total=len(samples), errors=0, rate="")
-            state = {"done": 0, "t0": time.perf_counter()}
+    try:
+        summary = []
+        with progress_bar(ctx.is_main) as bar:
+            for spec, samples in loaded:
+                kw = generation_kwargs(spec, overrides)
+                if "stop" in kw:
+                    kw["stop"] = tuple(kw["stop"])
+                params = GenerationParams(**kw)
+                bar_id = bar.add_task(spec.task, total=len(samples), errors=0, rate="")
+                state = {"done": 0, "t0": time.perf_counter()}
 
-            def advance(n: int, errors: int, bar_id: Any = bar_id, state: dict = state) -> None:
-                state["done"] += n
-                rate = state["done"] / max(time.perf_counter() - state["t0"], 1e-9)
-                bar.update(bar_id, advance=n, errors=errors, rate=f"{rate:.2f} samples/s")
+                def advance(n: int, errors: int, bar_id: Any = bar_id, state: dict = state) -> None:
+                    state["done"] += n
+                    rate = state["done"] / max(time.perf_counter() - state["t0"], 1e-9)
+                    bar.update(bar_id, advance=n, errors=errors, rate=f"{rate:.2f} samples/s")
 
-            results = run_task(spec, samples, engine, output / spec.task, params, batch_size=batch_size,
-                               resume=resume, config={**config, "task_data": spec.data.describe()},
-                               on_progress=advance, data_source=data or spec.data.describe(),
-                               sample_timeout=sample_timeout, dist=ctx)
-            # samples finished in an earlier (resumed) run, or by other ranks
-            bar.update(bar_id, completed=len(samples))
-            if results is not None:
-                summary.append(results)
-    if ctx.is_main:
-        _print_summary(summary, output)
+                results = run_task(spec, samples, engine, output / spec.task, params, batch_size=batch_size,
+                                   resume=resume, config={**config, "task_data": spec.data.describe()},
+                                   on_progress=advance, data_source=data or spec.data.describe(),
+                                   sample_timeout=sample_timeout, dist=ctx)
+                # samples finished in an earlier (resumed) run, or by other ranks
+                bar.update(bar_id, completed=len(samples))
+                if results is not None:
+                    summary.append(results)
+        if ctx.is_main:
+            _print_summary(summary, output)
+    finally:
+        close = getattr(engine, "close", None)
+        if callable(close):
+            close()
+
+
+def _backend_options(backend: str, **given: Any) -> dict[str, Any]:
+    """The `make_backend` options of a `run` command line; InputError (exit 2, one line) for a backend name or
+    a combination that cannot work, before any data or model is loaded."""
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
+    openai_given = {k: v for k, v in given.items() if k in _OPENAI_KEYS and v is not None}
+    if backend != "openai":
+        if openai_given:
+            flags = ", ".join(_OPENAI_KEYS[k] for k in openai_given)
+            raise InputError(f"{flags}: only with --backend openai (the {backend} backend runs the model here)")
+        # (hf: transformers always writes its >= 5 video prompt; its model_info records that)
+        return {k: given[k] for k in ("model", "device", "dtype", "video_prompt")}
+    if not given.get("base_url"):
+        raise InputError("--backend openai needs --base-url (the server, e.g. http://127.0.0.1:8000/v1)")
+    if given["device"] != "auto" or given["dtype"] != "auto":
+        raise InputError("--device/--dtype: not used with --backend openai (the server chooses); leave them out")
+    if given["video_prompt"] != "trained":
+        raise InputError("--video-prompt: not used with --backend openai (the server writes the prompt)")
+    checks = [("concurrency", lambda v: v >= 1, "at least 1"), ("timeout", lambda v: v > 0, "positive"),
+              ("retries", lambda v: v >= 0, "at least 0"),
+              ("video_mode", lambda v: v in VIDEO_MODES, " or ".join(VIDEO_MODES)),
+              ("video_url_scheme", lambda v: v in VIDEO_URL_SCHEMES, " or ".join(VIDEO_URL_SCHEMES))]
+    for key, ok, want in checks:
+        value = openai_given.get(key)
+        if value is not None and not ok(value):
+            raise InputError(f"{_OPENAI_KEYS[key]} {value}: expected {want}")
+    if openai_given.get("video_url_scheme") and openai_given.get("video_mode", "frames") != "url":
+        raise InputError("--video-url-scheme: only with --video-mode url")
+    options: dict[str, Any] = {"model": given["model"], **openai_given}
+    if options.get("video_mode", "frames") == "frames":
+        options["processor"] = _local_checkpoint(given["model"])  # frame sampling settings, when available
+    return options
+
+
+_OPENAI_KEYS = dict(zip(("base_url", "api_key_env", "served_model_name", "concurrency", "timeout", "retries",
+                         "video_mode", "video_url_scheme"), OPENAI_OPTIONS))
+
+
+def _local_checkpoint(model: str) -> str | None:
+    """`model` when it names a checkpoint available here (folder, tiny, Hub id in the local cache), else None."""
+    from qwen3vl_eval.hub import resolve_model
+
+    try:
+        resolve_model(model)
+    except InputError:
+        return None
+    return model
+
+
+def _recorded_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What results.json keeps of the backend options: no credentials (the key's variable name only, the URL
+    without user, password or query)."""
+    out = {k: v for k, v in options.items() if k not in ("model", "device", "dtype", "video_prompt")}
+    if "base_url" in out:
+        from qwen3vl_eval.backends.openai import _redact_url
+
+        out["base_url"] = _redact_url(out["base_url"])
+    return out
 
 
 def _print_summary(results: list[dict], output: Path) -> None:

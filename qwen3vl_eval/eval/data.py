@@ -333,19 +333,30 @@ def open_image(ref: Any, base_dir: Path | None = None) -> Image.Image:
 
 
 def resolve_video(name: str, ctx: Context) -> tuple[str, str | None]:
-    """(path, error): the first existing candidate for a video file name, or an error naming where we looked."""
+    """(path, error): the first existing candidate for a video file name, or an error naming where we looked.
+
+    Names come from task data, so they must stay inside the folders searched: an absolute name, a `..`
+    component, or a file whose resolved path (symlinks followed) leaves its video folder is refused with a
+    per-sample error. The folders themselves (media root, `video_dirs`) may be symlinks."""
     roots = [r for r in (ctx.media_root, ctx.base_dir) if r is not None]
     if ctx.spec.data.cache_dir:
         roots.append(hf_home() / ctx.spec.data.cache_dir)
+    escapes = f"video {name}: path escapes the media root"
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        first = roots[0] / ctx.spec.data.video_dirs[0] if roots else Path(".")
+        return str(first), escapes
     names = [name] if Path(name).suffix else [name + e for e in ctx.spec.data.video_exts]
     tried = []
     for root in roots:
         for sub in ctx.spec.data.video_dirs:
+            folder = root / sub
             for n in names:
-                p = root / sub / n
+                p = folder / n
                 if p.is_file():
+                    if not p.resolve().is_relative_to(folder.resolve()):
+                        return str(folder), escapes
                     return str(p), None
-                tried.append(str(root / sub))
+                tried.append(str(folder))
     where = ", ".join(dict.fromkeys(tried))
     return str(roots[0] / ctx.spec.data.video_dirs[0] / names[0]), f"video {name} not found (looked in {where}; " \
         "set --media-root)"

@@ -29,10 +29,13 @@ import platform
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
+
+import PIL.Image
 
 from qwen3vl_eval.distributed import SINGLE, Dist
 from qwen3vl_eval.errors import TaskError
@@ -42,11 +45,9 @@ from qwen3vl_eval.eval.parsers import PARSERS, strip_reasoning
 from qwen3vl_eval.eval.prompts import PROMPTS, build_messages
 from qwen3vl_eval.eval.reports import write_outputs
 from qwen3vl_eval.eval.task import TaskSpec
+from qwen3vl_eval.processor.image import max_image_pixels
 
 TIMING_KEYS = ("preprocess", "vision", "prefill", "decode")
-# PIL's own DecompressionBombError threshold (2 x its default Image.MAX_IMAGE_PIXELS). Checked here from the image
-# header, before any pixel is decoded, because the processor turns PIL's global guard off.
-MAX_IMAGE_PIXELS = 2 * 89_478_485
 log = logging.getLogger(__name__)
 
 
@@ -108,12 +109,18 @@ def conversation(spec: TaskSpec, sample: Sample) -> list[dict]:
 
 def _checked_image(ref: Any) -> Any:
     """Open an image lazily, refuse a decompression bomb from its header size, then decode it as RGB."""
-    img = open_image(ref)
-    w, h = img.size
-    if w * h > MAX_IMAGE_PIXELS:
-        raise TaskError(f"image of {w}x{h} = {w * h} pixels is over the {MAX_IMAGE_PIXELS} pixel limit "
-                        "(refused as a possible decompression bomb)")
-    return img.convert("RGB")
+    with warnings.catch_warnings():  # PIL warns from 1x its limit; the processor's limit is PIL's 2x
+        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+        try:
+            img = open_image(ref)
+        except PIL.Image.DecompressionBombError as e:
+            raise TaskError(f"refused as a possible decompression bomb ({e})") from None
+        w, h = img.size
+        limit = max_image_pixels()
+        if limit is not None and w * h > limit:
+            raise TaskError(f"image of {w}x{h} = {w * h} pixels is over the {limit} pixel limit "
+                            "(refused as a possible decompression bomb)")
+        return img.convert("RGB")
 
 
 def generation_kwargs(spec: TaskSpec, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -259,7 +266,8 @@ def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: P
     n_errors = 0
     started, t0 = now(), time.perf_counter()
     timings0 = backend_timings(backend)
-    tokens = 0  # counted from the replies, so a backend without a token counter still reports a rate
+    requests0 = len(getattr(backend, "requests", None) or [])
+    tokens = 0  # from the replies' token ids: only for a backend without a token counter (see below)
     own = path if not dist.enabled else out_dir / f"samples.rank{dist.rank}.jsonl"
     with open(own, "a", encoding="utf-8") as f:
         i = 0
@@ -267,16 +275,19 @@ def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: P
             batch = mine[i : i + gen.batch_size]  # shrinks after an out-of-memory split
             i += len(batch)
             records = gen.run_batch(batch)
-            tokens += sum(r.get("generated_tokens", 0) for r in records)
+            tokens += sum(r.get("generated_tokens") or 0 for r in records)
             n_errors += sum(bool(r["error"]) for r in records)
             _append(f, records)
             if on_progress:
                 on_progress(len(batch), n_errors)
     wall = time.perf_counter() - t0
     timings1 = backend_timings(backend)
+    if "generated_tokens" in timings1:  # the backend's own count: servers return usage, not token ids
+        tokens = int(timings1["generated_tokens"] - timings0.get("generated_tokens", 0.0))
     stats = {"samples": len(mine), "wall_s": wall, "tokens": tokens, "oom_splits": gen.oom_splits,
              "timeouts": gen.timeouts, "effective_batch_size": gen.batch_size,
-             "time_s": {k: timings1.get(k, 0.0) - timings0.get(k, 0.0) for k in TIMING_KEYS}}
+             "time_s": {k: timings1.get(k, 0.0) - timings0.get(k, 0.0) for k in TIMING_KEYS},
+             "request_latency_s": _request_latencies(backend, requests0)}
     per_rank = dist.gather(stats)  # also the barrier: every rank log is complete after it
     if not dist.is_main:
         return None
@@ -296,11 +307,29 @@ def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: P
         "effective_batch_size": min(r["effective_batch_size"] for r in per_rank),
         "timeouts": sum(r["timeouts"] for r in per_rank),
     }
+    latencies = sorted(x for r in per_rank for x in r["request_latency_s"])
+    if latencies or hasattr(backend, "requests"):
+        throughput["requests"] = latency_summary(latencies)
     extra = {"model_info": dict(getattr(backend, "info", {}) or {}), "throughput": throughput,
              "started": started, "finished": now(), "data_source": data_source}
     cfg = {**(config or {}), "batch_size": batch_size, "generation": _as_dict(params),
            "sample_timeout": sample_timeout, "world_size": dist.world_size}
     return finish(spec, samples, records, out_dir, cfg, extra)
+
+
+def _request_latencies(backend: Any, start: int) -> list[float]:
+    """Seconds of each successful request a server backend (`backend.requests`) made since index `start`."""
+    requests = getattr(backend, "requests", None) or []
+    return [float(r.latency_s) for r in requests[start:] if getattr(r, "error", None) is None]
+
+
+def latency_summary(latencies: list[float]) -> dict[str, Any]:
+    """n, mean, p50, p90, max of request latencies in seconds (sorted input)."""
+    if not latencies:
+        return {"n": 0}
+    pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 4)  # noqa: E731
+    return {"n": len(latencies), "mean_s": round(sum(latencies) / len(latencies), 4), "p50_s": pick(0.5),
+            "p90_s": pick(0.9), "max_s": round(latencies[-1], 4)}
 
 
 def is_oom(e: BaseException) -> bool:
@@ -347,6 +376,11 @@ class Generator:
         except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
             self._streams = False
 
+    def _generated(self) -> int | None:
+        """The backend's generated-token counter (`timings.generated_tokens`), None when it keeps none."""
+        value = backend_timings(self.backend).get("generated_tokens")
+        return None if value is None else int(value)
+
     def _chat(self, convs: list[list[dict]]) -> list[Any]:
         if self.timeout is None:
             return self.backend.chat(convs, self.params)
@@ -381,6 +415,7 @@ class Generator:
         groups = [convs] if convs else []
         while groups:
             group = groups.pop(0)
+            before = self._generated()
             try:
                 replies = self._chat([c for _, c in group])
                 if len(replies) != len(group):
@@ -408,9 +443,13 @@ class Generator:
                 s = group[0][0]
                 records[s.id] = score_sample(spec, s, None, f"{type(e).__name__}: {e}")
                 continue
+            counted = self._generated() - before if before is not None else None
             for (s, _), reply in zip(group, replies):
-                extra = {"finish_reason": getattr(reply, "finish_reason", None),
-                         "generated_tokens": len(getattr(reply, "token_ids", None) or [])}
+                ids = getattr(reply, "token_ids", None)
+                # per sample: the reply's token ids; a server returns none, so then the backend's counter when
+                # the call held this sample alone; else unknown (null)
+                n_tokens = len(ids) if ids else counted if len(group) == 1 else None
+                extra = {"finish_reason": getattr(reply, "finish_reason", None), "generated_tokens": n_tokens}
                 records[s.id] = score_sample(spec, s, reply.text, extra=extra)
         return [records[s.id] for s in batch]
 

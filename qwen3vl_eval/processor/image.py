@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -22,7 +23,30 @@ from qwen3vl_eval.processor.media import Source
 
 MAX_ASPECT_RATIO = 200
 BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the only resample Qwen3-VL checkpoints use
-PIL.Image.MAX_IMAGE_PIXELS = None  # budgets are enforced by smart_resize, not by PIL's bomb check
+# Hard ceilings on per-item pixel budgets (messages' `min_pixels`/`max_pixels`): 4x the released checkpoints'
+# largest budget (`longest_edge` 16384 * 32 * 32 = 16,777,216 pixels per image), so an option cannot make the
+# resize allocate gigabytes (a 1e9-pixel target is 3 GB uint8 + 12 GB float32).
+MAX_IMAGE_PIXEL_BUDGET = 4 * 16384 * 32 * 32
+
+
+def max_image_pixels() -> int | None:
+    """Decoded images with more pixels are refused as possible decompression bombs: PIL's own refusal threshold,
+    2 x `PIL.Image.MAX_IMAGE_PIXELS` (178,956,970 by default, about 13377x13377, room for 100-megapixel camera
+    images), which is also where transformers (loading through PIL) refuses. PIL's guard is never switched off
+    here; None only when the caller switched it off."""
+    limit = PIL.Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def check_pixel_budget(min_pixels: int, max_pixels: int, cap: int, what: str) -> None:
+    """ProcessorError unless 0 < min_pixels <= max_pixels <= cap."""
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if value > cap:
+            raise ProcessorError(f"{name} {value} is over the {cap} pixel limit for {what}")
+        if value <= 0:
+            raise ProcessorError(f"{name} must be positive, got {value}")
+    if min_pixels > max_pixels:
+        raise ProcessorError(f"min_pixels {min_pixels} is above max_pixels {max_pixels}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +93,18 @@ class ImageSettings:
         )
 
     def with_overrides(self, min_pixels: int | None = None, max_pixels: int | None = None) -> ImageSettings:
-        """A copy with per-item pixel bounds applied."""
+        """A copy with per-item pixel bounds applied. ProcessorError naming the option for a bound that is not
+        a finite number in (0, MAX_IMAGE_PIXEL_BUDGET], or when an item gives a min_pixels above its max_pixels
+        (one bound alone may cross the checkpoint's other bound: smart_resize then follows max_pixels, as
+        transformers)."""
+        if min_pixels is None and max_pixels is None:
+            return self
+        for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise ProcessorError(f"{k} must be a finite number, got {v!r}")
+        check_pixel_budget(int(min_pixels) if min_pixels is not None else 1,
+                           int(max_pixels) if max_pixels is not None else MAX_IMAGE_PIXEL_BUDGET,
+                           MAX_IMAGE_PIXEL_BUDGET, "an image")
         return replace(self, min_pixels=int(min_pixels) if min_pixels is not None else self.min_pixels,
                        max_pixels=int(max_pixels) if max_pixels is not None else self.max_pixels)
 
@@ -131,19 +166,35 @@ def pil_to_rgb(img: PIL.Image.Image, *, composite_alpha: bool) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def _check_bomb(width: int, height: int, name: str) -> None:
+    """ProcessorError for an image header claiming more than `max_image_pixels()`, before any decoding."""
+    limit = max_image_pixels()
+    if limit is not None and width * height > limit:
+        raise ProcessorError(f"{name}: image of {width}x{height} = {width * height} pixels is over the {limit} "
+                             "pixel limit (refused as a possible decompression bomb)")
+
+
 def decode_image(source: Source) -> torch.Tensor:
     """The (3, H, W) uint8 RGB tensor of an image source, upright per its EXIF orientation. In-memory PIL
     images are used as given (no EXIF transpose, alpha composited on white), as transformers does."""
     if source.obj is not None:
         if not isinstance(source.obj, PIL.Image.Image):
             raise ProcessorError(f"{source.name}: not an image (expected a path, URL, data URI or PIL image)")
+        _check_bomb(source.obj.width, source.obj.height, source.name)
         arr = pil_to_rgb(source.obj, composite_alpha=True)
     else:
         try:
-            with source.open() as f, PIL.Image.open(f) as img:
-                img.load()
+            with warnings.catch_warnings(), source.open() as f:
+                # PIL warns between 1x and 2x MAX_IMAGE_PIXELS and raises above; we accept up to 2x, as
+                # transformers does, and keep stderr clean
+                warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+                with PIL.Image.open(f) as img:
+                    _check_bomb(img.width, img.height, source.name)
+                    img.load()
                 img = PIL.ImageOps.exif_transpose(img)
                 arr = pil_to_rgb(img, composite_alpha=False)
+        except PIL.Image.DecompressionBombError as e:
+            raise ProcessorError(f"{source.name}: refused as a possible decompression bomb ({e})") from None
         except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise ProcessorError(f"{source.name}: cannot read image ({e})") from None
     if arr.shape[0] == 0 or arr.shape[1] == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,22 @@ def item_kind(item: Any, where: str) -> str:
     return kind
 
 
+def check_option(key: str, value: Any, where: str) -> None:
+    """Type checks of one per-item option: a finite number (Python's json reads `Infinity`, `NaN` and `1e999`),
+    positive, and an integer for min_frames (>= 0) and max_frames (>= 1). Upper bounds and min <= max are
+    checked where the option is applied (`ImageSettings.with_overrides`, `VideoSettings.with_overrides`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProcessorError(f"{where}: {key} must be a positive number, got {value!r}")
+    if not math.isfinite(value):
+        raise ProcessorError(f"{where}: {key} must be a finite number, got {value!r}")
+    if key in ("min_frames", "max_frames"):
+        low = 0 if key == "min_frames" else 1
+        if value != int(value) or value < low:
+            raise ProcessorError(f"{where}: {key} must be an integer >= {low}, got {value!r}")
+    elif value <= 0:
+        raise ProcessorError(f"{where}: {key} must be a positive number, got {value!r}")
+
+
 def media_items(conversation: Conversation, index: int) -> list[MediaItem]:
     """Validate one conversation and list its images and videos in order."""
     items: list[MediaItem] = []
@@ -85,7 +102,6 @@ def media_items(conversation: Conversation, index: int) -> list[MediaItem]:
                                      f"{', '.join(SOURCE_KEYS[kind])}")
             options = {k: item[k] for k in ITEM_OPTIONS[kind] if item.get(k) is not None}
             for k, v in options.items():
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                    raise ProcessorError(f"{item_where}: {k} must be a positive number, got {v!r}")
+                check_option(k, v, item_where)
             items.append(MediaItem(kind, value, options, item_where))
     return items

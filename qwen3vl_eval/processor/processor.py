@@ -91,8 +91,8 @@ class Processor:
     def process_image_item(self, item: MediaItem, base_dir: str | os.PathLike | None = None) -> ImageFeatures:
         """Load and process one image item."""
         try:
+            settings = self.image_settings.with_overrides(**item.options)  # bad options before any file access
             source = resolve_source(item.value, base_dir)
-            settings = self.image_settings.with_overrides(**item.options)
             return process_image(decode_image(source), settings, source.sha256(), name=source.name)
         except ProcessorError as e:
             raise ProcessorError(f"{item.describe()}: {e}") from None
@@ -100,10 +100,10 @@ class Processor:
     def process_video_item(self, item: MediaItem, base_dir: str | os.PathLike | None = None) -> VideoFeatures:
         """Load, sample and process one video item."""
         try:
+            settings = self.video_settings.with_overrides(**item.options)  # bad options before any file access
             source = resolve_source(item.value, base_dir)
             if source.obj is not None:
                 raise ProcessorError("videos must be files, URLs or data URIs")
-            settings = self.video_settings.with_overrides(**item.options)
             return process_clip(decode_clip(source, settings), settings, source.sha256())
         except ProcessorError as e:
             raise ProcessorError(f"{item.describe()}: {e}") from None

@@ -24,6 +24,7 @@ from qwen3vl_eval.processor.image import (
     BICUBIC,
     MAX_ASPECT_RATIO,
     ImageSettings,
+    check_pixel_budget,
     normalize,
     patchify,
     resize_bicubic,
@@ -31,6 +32,9 @@ from qwen3vl_eval.processor.image import (
 from qwen3vl_eval.processor.media import Source
 
 DEFAULT_FPS = 24.0  # assumed native rate when a file does not say (as transformers)
+MAX_SAMPLING_FPS = 1000.0  # per-item `fps` ceiling (sampling above the native rate just keeps every frame)
+# per-item `min_pixels`/`max_pixels` ceiling for a whole clip: 4x the released total budget (25,165,824)
+MAX_VIDEO_PIXEL_BUDGET = 4 * 25165824
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,33 @@ class VideoSettings:
         )
 
     def with_overrides(self, **overrides: Any) -> VideoSettings:
-        """A copy with the per-item keys (fps, min_frames, max_frames, min_pixels, max_pixels) applied."""
+        """A copy with the per-item keys (fps, min_frames, max_frames, min_pixels, max_pixels) applied.
+        ProcessorError naming the key for a value out of bounds: fps finite in (0, MAX_SAMPLING_FPS],
+        min_frames >= 0 and max_frames >= 1 integers, pixel budgets in (0, MAX_VIDEO_PIXEL_BUDGET], and a
+        minimum above the maximum when an item gives both."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if not given:
+            return self
         kinds = {"fps": float, "min_frames": int, "max_frames": int, "min_pixels": int, "max_pixels": int}
-        return replace(self, **{k: kinds[k](v) for k, v in overrides.items() if v is not None})
+        for k, v in given.items():
+            if k not in kinds:
+                raise ProcessorError(f"unknown video option {k!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ProcessorError(f"{k} must be a finite number, got {v!r}")
+        if "fps" in given and not 0 < given["fps"] <= MAX_SAMPLING_FPS:
+            raise ProcessorError(f"fps must be in (0, {MAX_SAMPLING_FPS:g}], got {given['fps']!r}")
+        for k, low in (("min_frames", 0), ("max_frames", 1)):
+            if k in given and (given[k] != int(given[k]) or given[k] < low):
+                raise ProcessorError(f"{k} must be an integer >= {low}, got {given[k]!r}")
+        if "min_frames" in given and "max_frames" in given and given["min_frames"] > given["max_frames"]:
+            raise ProcessorError(f"min_frames {int(given['min_frames'])} is above max_frames "
+                                 f"{int(given['max_frames'])}")
+        out = replace(self, **{k: kinds[k](v) for k, v in given.items()})
+        if "min_pixels" in given or "max_pixels" in given:
+            check_pixel_budget(out.min_pixels if "min_pixels" in given else 1,
+                               out.max_pixels if "max_pixels" in given else MAX_VIDEO_PIXEL_BUDGET,
+                               MAX_VIDEO_PIXEL_BUDGET, "a video")
+        return out
 
     @property
     def factor(self) -> int:
@@ -104,7 +132,7 @@ def sample_indices(total_frames: int, native_fps: float | None, settings: VideoS
     """Indices of the frames to keep: `int(N / native_fps * fps)` frames, clamped to [min_frames,
     max_frames] and to N, spread evenly with `round(linspace(0, N-1, n))`."""
     native = native_fps or DEFAULT_FPS
-    n = int(total_frames / native * settings.fps)
+    n = int(min(total_frames / native * settings.fps, settings.max_frames))  # no huge float reaches int()
     n = min(max(n, settings.min_frames), settings.max_frames, total_frames)
     return np.linspace(0, total_frames - 1, n).round().astype(int)
 
