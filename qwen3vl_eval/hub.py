@@ -28,12 +28,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("QWEN3VL_EVAL_CACHE", default)).expanduser()
 
 
-TINY_NAMES = {"tiny": "default", "tiny-variant": "variant", "tiny-moe": "moe"}
+TINY_NAMES = {"tiny": "default", "tiny-variant": "variant", "tiny-moe": "moe", "tiny-small": "small"}
 
 
 def resolve_model(name: str | os.PathLike, revision: str | None = None) -> Path:
     """A checkpoint folder for `name`: a local folder as is, `org/model[@revision]` from the HF cache, or one
-    of the embedded tiny random checkpoints (`tiny`, `tiny-variant`, `tiny-moe`), built on first use."""
+    of the embedded tiny random checkpoints (`tiny`, `tiny-variant`, `tiny-moe`, `tiny-small`), built on first
+    use."""
     if str(name) in TINY_NAMES:
         from qwen3vl_eval.tiny import build_tiny_checkpoint, tiny_fingerprint
 

@@ -75,6 +75,17 @@ TINY_CONFIGS: dict[str, Qwen3VLConfig] = {
         tie_word_embeddings=False,
         **{k: _IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")},
     ),
+    # About 100M parameters with the real head_dim and mrope_section: big enough that CPU timings measure
+    # the model's arithmetic rather than per-call overhead (benchmarks/cpu_vs_hf.sh).
+    "small": Qwen3VLConfig(
+        text=TextConfig(vocab_size=TINY_VOCAB + 64, hidden_size=1024, intermediate_size=3072, num_hidden_layers=8,
+                        num_attention_heads=8, num_key_value_heads=4, head_dim=128, mrope_section=(24, 20, 20),
+                        max_position_embeddings=8192),
+        vision=VisionConfig(depth=4, hidden_size=256, intermediate_size=1024, num_heads=4, out_hidden_size=1024,
+                            deepstack_visual_indexes=(1, 2, 3)),
+        tie_word_embeddings=False,
+        **{k: _IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")},
+    ),
 }
 
 # Pixel budgets of tiny checkpoints: small enough that goldens stay small, large enough to exercise resizing.

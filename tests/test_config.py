@@ -8,6 +8,7 @@ import pytest
 
 from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.model.config import PRESETS, Qwen3VLConfig
+from qwen3vl_eval.tiny import TINY_CONFIGS
 
 
 def test_legacy_and_5x_rope_layouts_parse_the_same():
@@ -36,3 +37,12 @@ def test_bad_configs_are_clear():
         Qwen3VLConfig.from_hf({"model_type": "llama"})
     with pytest.raises(CheckpointError, match="unknown preset .*known: 2B"):
         Qwen3VLConfig.from_name("Qwen3-VL-8b")
+
+
+@pytest.mark.parametrize("variant", sorted(TINY_CONFIGS))
+def test_tiny_variants_round_trip_and_fit_their_tokenizer(variant):
+    cfg = TINY_CONFIGS[variant]
+    assert Qwen3VLConfig.from_hf(cfg.to_hf()) == cfg
+    assert 2 * sum(cfg.text.mrope_section) == cfg.text.head_dim
+    ids = (cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id, cfg.vision_end_token_id)
+    assert max(ids) < cfg.text.vocab_size
