@@ -208,8 +208,10 @@ def resize_bicubic(frames: torch.Tensor, height: int, width: int) -> torch.Tenso
     `resize` calls on CPU (torch's native uint8 path: no float round trip)."""
     if tuple(frames.shape[-2:]) == (height, width):
         return frames
-    return F.interpolate(frames.contiguous(), size=[height, width], mode="bicubic", align_corners=False,
-                         antialias=True)
+    # torch's vectorised uint8 antialias kernel works on channels-last data (same result, several times faster)
+    frames = frames.contiguous(memory_format=torch.channels_last)
+    out = F.interpolate(frames, size=[height, width], mode="bicubic", align_corners=False, antialias=True)
+    return out.contiguous()
 
 
 def normalize(frames: torch.Tensor, settings: ImageSettings) -> torch.Tensor:
