@@ -90,23 +90,26 @@ class Engine:
         plus processing settings) and only unseen ones go through the vision tower, together in one call."""
         t0 = time.perf_counter()
         cfg = self.model.config
-        out = {}
+        out, fresh = {}, {}
         for token_id, pixels, grids, hashes in (
                 (cfg.image_token_id, batch.pixel_values, batch.image_grid_thw, batch.image_hashes),
                 (cfg.video_token_id, batch.pixel_values_videos, batch.video_grid_thw, batch.video_hashes)):
             if pixels is None:
                 continue
             rows = grids.prod(-1).tolist()  # patches per item
-            missing = [i for i, h in enumerate(hashes) if h not in self.vision_cache]
+            first = {h: i for i, h in reversed(list(enumerate(hashes)))}  # first occurrence of each item
+            missing = sorted(i for h, i in first.items() if h not in self.vision_cache)
             if missing:
                 parts = torch.split(pixels, rows)
                 tokens, deepstack = self.model.model.visual(torch.cat([parts[i] for i in missing]), grids[missing])
                 sizes = [rows[i] // cfg.vision.merge_unit for i in missing]
                 for j, (i, t) in enumerate(zip(missing, torch.split(tokens, sizes))):
-                    self._remember(hashes[i], (t, [d.split(sizes)[j] for d in deepstack]))
-            items = [self.vision_cache[h] for h in hashes]
+                    fresh[hashes[i]] = (t, [d.split(sizes)[j] for d in deepstack])
+                    self._remember(hashes[i], fresh[hashes[i]])
             for h in hashes:
-                self.vision_cache.move_to_end(h)
+                if h in self.vision_cache:
+                    self.vision_cache.move_to_end(h)
+            items = [fresh[h] if h in fresh else self.vision_cache[h] for h in hashes]  # fresh: may be evicted
             out[token_id] = (torch.cat([t for t, _ in items]),
                              [torch.cat(level) for level in zip(*(d for _, d in items))])
         if self.device.type == "cuda":

@@ -131,6 +131,7 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
     results: list[GenerationOutput | None] = [None] * B
     streamed = [0] * B
     checked = 0  # steps already examined on the host
+    input_pos = torch.full((1,), L, dtype=torch.long, device=device)  # cache slot of the next token
     for step in range(N):
         tok = select_tokens(process_logits(logits, params, seen, counts), params, generator)  # [B]
         tok = torch.where(finished, torch.full_like(tok, pad_token_id), tok)
@@ -171,8 +172,8 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
                 seen = seen.index_select(0, idx) if seen is not None else None
                 counts = counts.index_select(0, idx) if counts is not None else None
                 cache = _compact(cache, idx, model.config.text)
-        input_pos = torch.tensor([L + step], device=device)
         logits = step_fn(model, tok, input_pos, rope_deltas, attention_mask, cache)
+        input_pos = input_pos + 1  # on the device: no host-to-device copy per token
     _sync(device)
     timings.decode += time.perf_counter() - t1
     outputs = [r if r is not None else GenerationOutput([], "length") for r in results]

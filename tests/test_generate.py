@@ -164,3 +164,25 @@ def test_generate_command_json(engine: Engine, media: Path, tmp_path: Path) -> N
     assert [r["token_ids"] for r in rows] == [w.token_ids for w in want]
     bad = CliRunner().invoke(app, ["generate", "--model", str(engine.path), "--messages", str(tmp_path / "nope.json")])
     assert bad.exit_code == 2 and "nope.json" in bad.output
+
+
+def test_vision_outputs_are_cached_by_content(engine: Engine, media: Path) -> None:
+    def ask(image: str, q: str) -> list[dict]:
+        return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": q}]}]
+
+    calls: list[list] = []
+    hook = engine.model.model.visual.register_forward_hook(lambda m, args, out: calls.append(args[1].tolist()))
+    try:
+        engine.vision_cache.clear()
+        engine.vision_cache_bytes = 0
+        convs = [ask("noise.png", "Q1?"), ask("noise.png", "Q2?"), ask("green.png", "Q3?")]
+        replies = engine.chat(convs, _greedy(6), base_dir=media)
+        assert len(calls) == 1 and len(calls[0]) == 2  # one tower call, each distinct image once
+        engine.chat([ask("green.png", "Q4?")], _greedy(2), base_dir=media)
+        assert len(calls) == 1  # served from the cache
+    finally:
+        hook.remove()
+    batch = engine.processor(convs, base_dir=media)  # the same prompts through the tower inside forward
+    outs = generate(engine.model, batch.input_ids, batch.attention_mask, _greedy(6), pixel_values=batch.pixel_values,
+                    image_grid_thw=batch.image_grid_thw)
+    assert [o.token_ids for o in outs] == [r.token_ids for r in replies]
