@@ -117,7 +117,7 @@ want tests && run_step "pytest -m cuda" 150 "$PY" -m pytest -m cuda -q -p no:cac
 
 # --- benchmarks (random weights of the real sizes) --------------------------------------------------------
 BASE=()
-[ "$HAS_HF" = 1 ] && BASE=(--baseline hf)
+[ "$HAS_HF" = 1 ] && [ "${GPU_CHECK_BASELINE:-1}" = 1 ] && BASE=(--baseline hf)  # GPU_CHECK_BASELINE=0: native only
 COMMON=(--device cuda --dtype bfloat16 --prompt-tokens 512 --image 448x448 --new-tokens 64 --warmup 1 --repeats 3
   --no-charts)
 want bench && run_step "bench 2B" 90 "${CLI[@]}" bench --preset 2B --batch-size 1,32 "${COMMON[@]}" "${BASE[@]}" \
