@@ -89,6 +89,8 @@ def test_failing_samples_are_logged_and_the_run_goes_on(tmp_path):
     assert "UnidentifiedImageError" in recs["bad-image"]["error"]
     assert "not found" in recs["no-video"]["error"]
     assert recs[samples[0].id]["scores"] == {"accuracy": 1.0}  # batch-mates of the failing one still scored
+    assert recs[samples[0].id]["accuracy"] == 1.0  # CONTRACTS 5: per-sample scores are fields of the line
+    assert "accuracy" not in recs["bad-image"] and recs["bad-image"]["scores"] is None
     assert res["metrics"]["accuracy"] == pytest.approx(400 / 7)
     assert "## Errors" in (tmp_path / "report.md").read_text()
 

@@ -90,6 +90,8 @@ def score_sample(spec: TaskSpec, sample: Sample, prediction: str | None, error: 
         scores = SCORERS[spec.scorer](extracted, sample.target)
         rec.update(answer=answer, extracted=extracted, parsed=extracted is not None, target=sample.target,
                    scores=scores, error=None)
+        # CONTRACTS section 5: the per-sample scores are fields of the line; `scores` groups them as well
+        rec.update({k: v for k, v in scores.items() if k not in rec})
         if reasoning is not None:
             rec["reasoning"] = reasoning
     if sample.meta:
