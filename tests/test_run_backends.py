@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
-import httpx
 import pytest
+from _serving import serve_process
 from typer.testing import CliRunner
 
 from qwen3vl_eval.cli import app
@@ -47,33 +44,9 @@ def one_line_error(r, *needles: str) -> str:
 def served(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
     """`qwen3vl-eval serve --model tiny` in a subprocess on a free loopback port, with an API key."""
     monkeypatch_module.setenv(KEY_ENV, KEY)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "qwen3vl_eval", "serve", "--model", "tiny", "--host", "127.0.0.1", "--port",
-           str(port), "--api-key-env", KEY_ENV, "--device", "cpu", "--dtype", "float32", "--served-model-name",
-           "tiny", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.2)
+    with serve_process("tiny", "--api-key-env", KEY_ENV, "--device", "cpu", "--dtype", "float32",
+                       "--served-model-name", "tiny", "--log-level", "warning") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 import uvicorn
 from _media import write_video
+from _serving import serve_process
 from PIL import Image
 
 from qwen3vl_eval.backends import make_backend
@@ -223,36 +222,12 @@ def test_bad_media_through_backend_is_input_error(server: ServerThread, media: P
 
 def test_serve_command(tiny_ckpt: Path, native: Engine) -> None:
     """The real command in a subprocess: loopback, random port, key from the environment; stopped at the end."""
-    with free_socket() as s:
-        port = s.getsockname()[1]
-    env = {**os.environ, KEY_ENV: KEY}
-    cmd = [sys.executable, "-m", "qwen3vl_eval", "serve", "--model", str(tiny_ckpt), "--port", str(port),
-           "--api-key-env", KEY_ENV, "--device", "cpu", "--dtype", "float32", "--served-model-name", "tiny",
-           "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 45
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.2)
+    with serve_process(str(tiny_ckpt), "--api-key-env", KEY_ENV, "--device", "cpu", "--dtype", "float32",
+                       "--served-model-name", "tiny", "--log-level", "warning", env={KEY_ENV: KEY}) as url:
         conv = user(text("Hello there."))
         assert httpx.post(url + "/v1/chat/completions", json={"messages": conv}).status_code == 401
         be = make_backend("openai", base_url=url, api_key_env=KEY_ENV, model="tiny", device="auto")
         same(be.chat([conv], GREEDY), native.chat([conv], GREEDY))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def test_serve_command_errors(tiny_ckpt: Path) -> None:
