@@ -80,24 +80,12 @@ def _frames(n: int, size: int = 32) -> list[np.ndarray]:
     return [np.full((size, size, 3), (k * 29) % 255, np.uint8) for k in range(n)]
 
 
-def _zero_frame_video(path: Path) -> Path:
-    """A container with a video stream and no frames (AVI: mp4 drops an empty track)."""
+def _empty_video(path: Path, container: str) -> Path:
+    """A container whose video stream got no frames: AVI keeps the empty stream (zero frames), mp4 drops it
+    (no video stream at all)."""
     import av
 
-    c = av.open(str(path), "w", format="avi")
-    s = c.add_stream("mpeg4", rate=4)
-    s.width = s.height = 32
-    s.pix_fmt = "yuv420p"
-    c.start_encoding()
-    c.close()
-    return path
-
-
-def _no_stream_video(path: Path) -> Path:
-    """An mp4 with no video stream at all."""
-    import av
-
-    c = av.open(str(path), "w", format="mp4")
+    c = av.open(str(path), "w", format=container)
     s = c.add_stream("mpeg4", rate=4)
     s.width = s.height = 32
     s.pix_fmt = "yuv420p"
@@ -137,8 +125,8 @@ def media(tmp_path_factory) -> Path:
     (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (d / "garbage.mp4").write_bytes(os.urandom(2000))
     write_video(d / "one_frame.mp4", _frames(1), fps=4)
-    _zero_frame_video(d / "zero_frames.mp4")
-    _no_stream_video(d / "no_stream.mp4")
+    _empty_video(d / "zero_frames.mp4", "avi")
+    _empty_video(d / "no_stream.mp4", "mp4")
     absurd_duration(d / "ok.mp4", d / "absurd_duration.mp4")
     return d
 
