@@ -402,6 +402,38 @@ def test_escaping_task_videos_are_logged_sample_errors(tmp_path):
     assert "escapes the media root" in recs[1]["error"]
 
 
+def test_task_image_paths_stay_inside_the_media_roots(tmp_path):
+    """Image *paths* in task rows (HF usually embeds bytes) resolve against --media-root and the data's folder
+    and may not leave them: the escaping samples are logged errors, the one inside is answered; refcoco, which
+    reads the image size at load time, turns an escaping path into a sample error too."""
+    from PIL import Image
+
+    from qwen3vl_eval.eval.data import load_samples
+
+    data_dir = tmp_path / "data"
+    (data_dir / "imgs").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(data_dir / "imgs" / "in.png")
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(tmp_path / "outside.png")
+    (data_dir / "imgs" / "link.png").symlink_to(tmp_path / "outside.png")
+    paths = ["imgs/in.png", "../outside.png", str(tmp_path / "outside.png"), "imgs/link.png", "imgs/missing.png"]
+    rows = [{"question_id": i, "question": "What?", "answers": ["red"] * 10, "image": {"bytes": None, "path": p}}
+            for i, p in enumerate(paths)]
+    data = data_dir / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = REGISTRY["textvqa_val"]
+    res = run_task(spec, load_samples(spec, str(data)), EchoBackend(), tmp_path / "out", PARAMS, batch_size=5)
+    recs = read_records(tmp_path / "out" / "samples.jsonl")
+    assert res["n_errors"] == 4 and recs[0]["error"] is None
+    assert all("escapes the media root" in r["error"] for r in recs[1:4]), [r["error"] for r in recs]
+    assert "not found" in recs[4]["error"]
+    refs = [{"question_id": i, "image": {"bytes": None, "path": p}, "bbox": [1, 1, 5, 5], "answer": ["a thing"]}
+            for i, p in enumerate(paths[:2])]
+    data.write_text("".join(json.dumps(r) + "\n" for r in refs))
+    ok, bad = load_samples(REGISTRY["refcoco_val"], str(data))
+    assert ok.error is None and ok.target["width"] == 40
+    assert bad.error is not None and "escapes the media root" in bad.error
+
+
 @pytest.fixture(scope="module")
 def engine():
     from qwen3vl_eval.engine import Engine

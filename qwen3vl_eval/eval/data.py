@@ -41,6 +41,7 @@ class Sample:
     videos: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    media_roots: tuple[Path, ...] = ()  # folders that image paths in the data may point into
 
 
 @dataclass
@@ -67,6 +68,11 @@ class Context:
     spec: TaskSpec
     base_dir: Path
     media_root: Path | None
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """Where media named by path in the task data may be: --media-root, then the data's folder."""
+        return tuple(r for r in (self.media_root, self.base_dir) if r is not None)
 
 
 ADAPTERS: dict[str, Callable[[Rows, Context], Iterator[Sample]]] = {}
@@ -303,6 +309,7 @@ def load_samples(spec: TaskSpec, data: str | None = None, media_root: str | Path
         raise TaskError(f"{rows.source}: {spec.task}: missing column {e}") from None
     seen: set[str] = set()
     for s in samples:
+        s.media_roots = ctx.roots
         if s.id in seen:
             raise TaskError(f"{rows.source}: {spec.task}: duplicate sample id {s.id!r}")
         seen.add(s.id)
@@ -311,8 +318,11 @@ def load_samples(spec: TaskSpec, data: str | None = None, media_root: str | Path
 
 # ---------------------------------------------------------------- media
 
-def open_image(ref: Any, base_dir: Path | None = None) -> Image.Image:
-    """An image as HF stores it ({"bytes", "path"}), a lazy arrow cell, a path, or a PIL image -> PIL image."""
+def open_image(ref: Any, roots: tuple[Path, ...] = ()) -> Image.Image:
+    """An image as HF stores it ({"bytes", "path"}), a lazy arrow cell, a path, or a PIL image -> PIL image.
+
+    A path comes from task data, so it must name a file inside one of `roots` (see `confine`); embedded bytes
+    need no file."""
     if isinstance(ref, Image.Image):
         return ref
     if isinstance(ref, LazyCell):
@@ -325,41 +335,46 @@ def open_image(ref: Any, base_dir: Path | None = None) -> Image.Image:
             return Image.open(io.BytesIO(data))
         ref = ref.get("path")
     if isinstance(ref, str) and ref:
-        p = Path(ref).expanduser()
-        if not p.is_absolute() and base_dir is not None:
-            p = base_dir / p
+        p = find_confined("image", ref, roots)
+        if p is None:
+            raise TaskError(f"image {ref} not found (looked in {', '.join(map(str, roots))}; set --media-root)")
         return Image.open(p)
     raise TaskError(f"image {ref!r}: neither bytes nor a path")
 
 
-def resolve_video(name: str, ctx: Context) -> tuple[str, str | None]:
-    """(path, error): the first existing candidate for a video file name, or an error naming where we looked.
+def find_confined(kind: str, name: str, roots: tuple[Path, ...] | list[Path]) -> Path | None:
+    """The file `name` under the first root that has it, or None. Names come from task data, so they must stay
+    inside the roots: an absolute name, a `..` component, a file whose resolved path (symlinks followed) leaves
+    its root, or a name with no roots to look in raises TaskError. The roots themselves may be symlinks."""
+    if Path(name).is_absolute() or ".." in Path(name).parts or not roots:
+        raise TaskError(f"{kind} {name}: path escapes the media root")
+    for root in roots:
+        p = root / name
+        if p.is_file():
+            if not p.resolve().is_relative_to(root.resolve()):
+                raise TaskError(f"{kind} {name}: path escapes the media root")
+            return p
+    return None
 
-    Names come from task data, so they must stay inside the folders searched: an absolute name, a `..`
-    component, or a file whose resolved path (symlinks followed) leaves its video folder is refused with a
-    per-sample error. The folders themselves (media root, `video_dirs`) may be symlinks."""
-    roots = [r for r in (ctx.media_root, ctx.base_dir) if r is not None]
+
+def resolve_video(name: str, ctx: Context) -> tuple[str, str | None]:
+    """(path, error): the first existing candidate for a video file name (with each of the task's extensions
+    when it has none) in the task's video folders under the media roots, or a per-sample error: not found
+    (naming where we looked), or a path that escapes them (see `find_confined`)."""
+    roots = list(ctx.roots)
     if ctx.spec.data.cache_dir:
         roots.append(hf_home() / ctx.spec.data.cache_dir)
-    escapes = f"video {name}: path escapes the media root"
-    if Path(name).is_absolute() or ".." in Path(name).parts:
-        first = roots[0] / ctx.spec.data.video_dirs[0] if roots else Path(".")
-        return str(first), escapes
+    folders = tuple(root / sub for root in roots for sub in ctx.spec.data.video_dirs)
     names = [name] if Path(name).suffix else [name + e for e in ctx.spec.data.video_exts]
-    tried = []
-    for root in roots:
-        for sub in ctx.spec.data.video_dirs:
-            folder = root / sub
-            for n in names:
-                p = folder / n
-                if p.is_file():
-                    if not p.resolve().is_relative_to(folder.resolve()):
-                        return str(folder), escapes
-                    return str(p), None
-                tried.append(str(folder))
-    where = ", ".join(dict.fromkeys(tried))
-    return str(roots[0] / ctx.spec.data.video_dirs[0] / names[0]), f"video {name} not found (looked in {where}; " \
-        "set --media-root)"
+    fallback = str(folders[0] / names[0]) if folders else name
+    try:
+        for n in names:
+            if (p := find_confined("video", n, folders)) is not None:
+                return str(p), None
+    except TaskError as e:
+        return fallback, str(e)
+    where = ", ".join(map(str, dict.fromkeys(folders)))
+    return fallback, f"video {name} not found (looked in {where}; set --media-root)"
 
 
 def _image_list(row: dict, keys: list[str]) -> list[Any]:
@@ -444,11 +459,16 @@ def _charades(rows: Rows, ctx: Context) -> Iterator[Sample]:
 @adapter("refcoco")
 def _refcoco(rows: Rows, ctx: Context) -> Iterator[Sample]:
     for r in rows.rows:
-        w, h = open_image(r["image"], ctx.base_dir).size
+        try:  # boxes are scored in the image's pixels
+            w, h = open_image(r["image"], ctx.roots).size
+            err = None
+        except (TaskError, OSError) as e:
+            w = h = 0
+            err = str(e)
         x, y, bw, bh = (float(v) for v in r["bbox"])
         target = {"bbox": [x, y, x + bw, y + bh], "width": w, "height": h}
         for k, expr in enumerate(r["answer"] or []):
-            yield Sample(f"{r['question_id']}/{k}", target, str(expr), images=[r["image"]])
+            yield Sample(f"{r['question_id']}/{k}", target, str(expr), images=[r["image"]], error=err)
 
 
 @adapter("mmlu")

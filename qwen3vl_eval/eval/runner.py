@@ -105,16 +105,17 @@ def conversation(spec: TaskSpec, sample: Sample) -> list[dict]:
     """The chat messages of a sample; raises on missing or corrupt media."""
     if sample.error:
         raise TaskError(sample.error)
-    images = [_checked_image(ref) for ref in sample.images]
+    images = [_checked_image(ref, sample.media_roots) for ref in sample.images]
     return build_messages(PROMPTS[spec.prompt], sample, images, spec.media)
 
 
-def _checked_image(ref: Any) -> Any:
-    """Open an image lazily, refuse a decompression bomb from its header size, then decode it as RGB."""
+def _checked_image(ref: Any, roots: tuple[Path, ...]) -> Any:
+    """Open an image lazily (a path must lie inside `roots`), refuse a decompression bomb from its header size,
+    then decode it as RGB."""
     with warnings.catch_warnings():  # PIL warns from 1x its limit; the processor's limit is PIL's 2x
         warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
         try:
-            img = open_image(ref)
+            img = open_image(ref, roots)
         except PIL.Image.DecompressionBombError as e:
             raise TaskError(f"refused as a possible decompression bomb ({e})") from None
         w, h = img.size
