@@ -154,7 +154,8 @@ def test_run_command_smoke_and_resume(tmp_path):
     for task in ["synth_imageqa", "synth_videoqa", "synth_temporal_grounding", "synth_grounding", "synth_text"]:
         res = json.loads((out / task / "results.json").read_text())
         assert res["n_samples"] == 2 and res["n_errors"] == 0, task
-        assert (out / task / "report.md").is_file()
+        report = (out / task / "report.md").read_text()  # every figure names model, dtype, device, batch, versions
+        assert "`tiny` (dtype float32, device cpu" in report and "batch size 2" in report and "torch" in report
         first[task] = res["metrics"]
     r = CliRunner().invoke(app, args + ["--resume"])
     assert r.exit_code == 0, r.output

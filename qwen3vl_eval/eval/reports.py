@@ -44,7 +44,13 @@ def render_report(results: dict, records: list[dict]) -> str:
     m = results["metrics"]
     out = [f"# {results['task']}", ""]
     model = results.get("model") or f"predictions {results['config'].get('predictions')}"
-    out += [f"- model: `{model}`", f"- samples: {results['n_samples']} (errors {results['n_errors']}, "
+    info, cfg = results.get("model_info") or {}, results.get("config") or {}
+    run = [f"{k} {v}" for k, v in (("dtype", info.get("dtype")), ("device", info.get("device")),
+                                   ("batch size", cfg.get("batch_size")), ("backend", cfg.get("backend")),
+                                   ("checkpoint sha256", (info.get("checkpoint_sha256") or "")[:16] or None),
+                                   ("revision", info.get("revision"))) if v is not None]
+    model_line = f"- model: `{model}`" + (f" ({', '.join(run)})" if run else "")
+    out += [model_line, f"- samples: {results['n_samples']} (errors {results['n_errors']}, "
             f"parse failures {results.get('n_parse_failures', 0)})", f"- created: {results['created']}",
             f"- data: {results.get('data_source') or '-'}",
             f"- versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}", ""]
