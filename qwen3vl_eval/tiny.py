@@ -281,6 +281,21 @@ def trim_tokenizer(src: str | Path, dst: str | Path, keep: int = TINY_VOCAB) -> 
     (dst / "merges.txt").write_text("\n".join(merges_txt) + "\n")
 
 
+def use_released_processor(ckpt: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+    """Give a tiny checkpoint folder the full Qwen tokenizer, the released preprocessor configs and the real
+    special-token ids in config.json: a processor-only checkpoint (its vocabulary no longer fits the tiny
+    embedding) for checking the processor at the released settings."""
+    ckpt = Path(ckpt)
+    for f in Path(tokenizer_dir or qwen_tokenizer_dir()).iterdir():
+        shutil.copyfile(f, ckpt / f.name)
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        shutil.copyfile(ASSETS / "qwen3vl" / name, ckpt / name)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg.update(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
+    (ckpt / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return ckpt
+
+
 def variant_config(variant: str, **text_overrides) -> Qwen3VLConfig:
     """A tiny config with some text fields replaced (for tests that need another shape)."""
     cfg = TINY_CONFIGS[variant]

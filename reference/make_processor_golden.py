@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from transformers import AutoProcessor, AutoTokenizer
 from transformers.video_utils import VideoMetadata, load_video
 
-from qwen3vl_eval.tiny import ASSETS, build_tiny_checkpoint, qwen_tokenizer_dir
+from qwen3vl_eval.tiny import build_tiny_checkpoint, qwen_tokenizer_dir, use_released_processor
 
 warnings.filterwarnings("ignore")
 transformers.logging.set_verbosity_error()
@@ -153,14 +153,7 @@ def make_checkpoints(root: Path) -> dict[str, Path]:
     thinking = build_tiny_checkpoint(root / "thinking", thinking=True)
     full = root / "full"
     shutil.copytree(tiny, full)
-    for f in _qwen_tokenizer_files().iterdir():
-        shutil.copyfile(f, full / f.name)
-    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
-        shutil.copyfile(ASSETS / "qwen3vl" / name, full / name)
-    cfg = json.loads((full / "config.json").read_text())
-    cfg.update(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-               vision_end_token_id=151653)
-    (full / "config.json").write_text(json.dumps(cfg, indent=2))
+    use_released_processor(full, _qwen_tokenizer_files())
     return {"tiny": tiny, "thinking": thinking, "full": full}
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from safetensors.torch import load_file
 
 from qwen3vl_eval.errors import ProcessorError
 from qwen3vl_eval.processor import Processor
-from qwen3vl_eval.tiny import ASSETS, build_tiny_checkpoint, qwen_tokenizer_dir
+from qwen3vl_eval.tiny import build_tiny_checkpoint, use_released_processor
 
 GOLDEN = Path(__file__).resolve().parents[1] / "reference" / "processor_golden"
 MANIFEST = json.loads((GOLDEN / "cases.json").read_text(encoding="utf-8"))
@@ -27,16 +26,7 @@ def build_golden_checkpoint(kind: str, out: Path) -> Path:
     """The checkpoints the goldens were made with (cases.json "checkpoints" describes them)."""
     if kind in ("tiny", "thinking"):
         return build_tiny_checkpoint(out, thinking=kind == "thinking")
-    ckpt = build_tiny_checkpoint(out)
-    for f in qwen_tokenizer_dir().iterdir():
-        shutil.copyfile(f, ckpt / f.name)
-    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
-        shutil.copyfile(ASSETS / "qwen3vl" / name, ckpt / name)
-    cfg = json.loads((ckpt / "config.json").read_text())
-    cfg.update(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-               vision_end_token_id=151653)
-    (ckpt / "config.json").write_text(json.dumps(cfg))
-    return ckpt
+    return use_released_processor(build_tiny_checkpoint(out))
 
 
 @pytest.fixture(scope="module")
