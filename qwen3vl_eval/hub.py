@@ -12,14 +12,19 @@ from pathlib import Path
 from qwen3vl_eval.errors import CheckpointError
 
 
+def hf_home() -> Path:
+    """The Hugging Face home folder: HF_HOME, else $XDG_CACHE_HOME/huggingface (~/.cache/huggingface)."""
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
+    )
+    return Path(home).expanduser()
+
+
 def hub_cache_dir() -> Path:
     """The Hugging Face hub cache folder, honouring HF_HUB_CACHE, then HF_HOME."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
-    )
-    return Path(home).expanduser() / "hub"
+    return hf_home() / "hub"
 
 
 def cache_dir() -> Path:

@@ -23,11 +23,12 @@ from torch import Tensor
 
 from qwen3vl_eval.device import dtype_name
 from qwen3vl_eval.errors import GoldenError
+from qwen3vl_eval.generate import generate
 from qwen3vl_eval.model.config import Qwen3VLConfig
-from qwen3vl_eval.model.kv_cache import allocate_caches
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
-from qwen3vl_eval.model.rope import decode_position_ids, rope_index
+from qwen3vl_eval.model.rope import rope_index
 from qwen3vl_eval.model.weights import load_model
+from qwen3vl_eval.sampling import GenerationParams
 
 GOLDEN_FORMAT = "qwen3vl-golden/1"
 # (atol, rtol) by run dtype. float32 is the exact path (observed errors ~1e-7 of max|golden|); half precisions
@@ -251,7 +252,7 @@ def produce(model: Qwen3VL, case: Case, *, device: torch.device, dtype: torch.dt
     """Every tensor of CONTRACTS section 2 that the case's golden asks for, from our implementation."""
     x = {k: v.to(device=device, dtype=torch.long if not v.dtype.is_floating_point else dtype)
          for k, v in case.inputs.items()}
-    position_ids, rope_deltas = rope_index(x["input_ids"], x.get("image_grid_thw"), x.get("video_grid_thw"),
+    position_ids, _ = rope_index(x["input_ids"], x.get("image_grid_thw"), x.get("video_grid_thw"),
                                            x.get("attention_mask"), model.config)
     capture: dict[str, Tensor] = {}
     with torch.inference_mode():
@@ -261,29 +262,17 @@ def produce(model: Qwen3VL, case: Case, *, device: torch.device, dtype: torch.dt
                        capture=capture)
     produced = {**capture, "text.position_ids": position_ids, "logits": logits}
     if "generate.greedy" in case.golden:
-        produced["generate.greedy"] = greedy(model, x, position_ids, rope_deltas,
-                                             case.golden["generate.greedy"].shape[1])
+        produced["generate.greedy"] = greedy(model, x, case.golden["generate.greedy"].shape[1])
     return produced
 
 
 @torch.inference_mode()
-def greedy(model: Qwen3VL, x: dict[str, Tensor], position_ids: Tensor, rope_deltas: Tensor, n: int) -> Tensor:
-    """n tokens of argmax decoding with the static KV cache and no early stop -> [B, n]."""
-    ids = x["input_ids"]
-    B, L = ids.shape
-    dtype = model.model.language_model.embed_tokens.weight.dtype
-    cache = allocate_caches(model.config.text, B, L + n, dtype=dtype, device=ids.device)
-    logits = model(ids, position_ids, attention_mask=x.get("attention_mask"), cache=cache,
-                   input_pos=torch.arange(L, device=ids.device), pixel_values=x.get("pixel_values"),
-                   image_grid_thw=x.get("image_grid_thw"), pixel_values_videos=x.get("pixel_values_videos"),
-                   video_grid_thw=x.get("video_grid_thw"), last_only=True)
-    tokens = [logits[:, -1].argmax(-1)]  # [B]
-    for i in range(n - 1):
-        slot = torch.tensor([L + i], device=ids.device)
-        logits = model(tokens[-1][:, None], decode_position_ids(slot, rope_deltas),
-                       attention_mask=x.get("attention_mask"), cache=cache, input_pos=slot, last_only=True)
-        tokens.append(logits[:, -1].argmax(-1))
-    return torch.stack(tokens, dim=1)  # [B, n]
+def greedy(model: Qwen3VL, x: dict[str, Tensor], n: int) -> Tensor:
+    """n tokens of argmax decoding with the static KV cache and no early stop -> [B, n] (`generate.generate`)."""
+    outs = generate(model, x["input_ids"], x.get("attention_mask"), GenerationParams(max_new_tokens=n, ignore_eos=True),
+                    pixel_values=x.get("pixel_values"), image_grid_thw=x.get("image_grid_thw"),
+                    pixel_values_videos=x.get("pixel_values_videos"), video_grid_thw=x.get("video_grid_thw"))
+    return torch.tensor([o.token_ids for o in outs], device=x["input_ids"].device)  # [B, n]
 
 
 def compare(key: str, ours: Tensor, gold: Tensor, mask: Tensor, atol: float, rtol: float,

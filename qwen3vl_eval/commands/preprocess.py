@@ -3,15 +3,13 @@ messages file; print the prompt and optionally write the `input.*` tensors (CONT
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from qwen3vl_eval.commands import handle_errors
-from qwen3vl_eval.errors import InputError
+from qwen3vl_eval.commands import handle_errors, read_messages
 
 
 def collapse_runs(text: str, tokens: list[str]) -> str:
@@ -36,12 +34,7 @@ def preprocess(
 
     from qwen3vl_eval.processor import Processor
 
-    try:
-        conversations = json.loads(messages.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise InputError(f"--messages {messages}: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"--messages {messages}: invalid JSON ({e})") from None
+    conversations = read_messages(messages)
     processor = Processor.from_pretrained(model)
     batch = processor(conversations, video_prompt=video_prompt, base_dir=messages.resolve().parent)
     pads = [processor.image_token, processor.video_token]

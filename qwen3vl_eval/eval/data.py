@@ -25,7 +25,7 @@ from PIL import Image
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.parsers import LETTERS
 from qwen3vl_eval.eval.task import DataSpec, TaskSpec
-from qwen3vl_eval.hub import hub_cache_dir
+from qwen3vl_eval.hub import hf_home, hub_cache_dir
 
 
 @dataclass
@@ -208,11 +208,6 @@ def read_local(path: Path, spec: DataSpec) -> tuple[list[dict], Path]:
 
 
 # ---------------------------------------------------------------- finding data without --data
-
-def hf_home() -> Path:
-    return Path(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
-                ).expanduser()
-
 
 def datasets_cache_dir() -> Path:
     return Path(os.environ.get("HF_DATASETS_CACHE") or hf_home() / "datasets").expanduser()
