@@ -20,9 +20,9 @@ import torch
 
 
 def write_checkpoint(preset: str, out: Path) -> None:
+    from qwen3vl_eval.checkpoints.tiny import save_state_dict
     from qwen3vl_eval.model.config import Qwen3VLConfig
     from qwen3vl_eval.model.weights import build_model
-    from qwen3vl_eval.tiny import save_state_dict
 
     cfg = Qwen3VLConfig.from_name(preset)
     out.mkdir(parents=True, exist_ok=True)

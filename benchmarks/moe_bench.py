@@ -9,14 +9,14 @@ per layer, lm_head), optionally against transformers on the same config.
 What runs, in order, each phase skipped (and said so in the JSON) once `--max-seconds` is spent:
 1. `moe_layers`: the MoE blocks alone, one decode token through every MoE layer, per dispatch path (`--impl`),
    replayed from a CUDA graph on CUDA; compared with the bound for the router + K experts' bytes.
-2. `native`: our `generate` (greedy, no early stop) with `qwen3vl_eval.fast.CudaGraphDecoder` on CUDA (eager on the
-   CPU), per dispatch path; TTFT, decode tokens/s, TPOT, peak memory, fraction of the bandwidth bound.
+2. `native`: our `generate` (greedy, no early stop) with `qwen3vl_eval.model.cuda_graph.CudaGraphDecoder` on CUDA
+   (eager on the CPU), per dispatch path; TTFT, decode tokens/s, TPOT, peak memory, fraction of the bandwidth bound.
 3. `hf` (when transformers imports and `--hf` is not `off`): our model is freed first, then transformers'
    `Qwen3VLMoeForConditionalGeneration` is built from the same config with its own random init and timed with
    `generate` (its default experts implementation unless `--hf-experts` says otherwise).
 The JSON is rewritten after every phase, so a run killed by a timeout still leaves what it measured.
 
-Bandwidth: the device's nominal peak (`qwen3vl_eval.bench.device_peak`, from its name) and a measured one (a large
+Bandwidth: the device's nominal peak (`qwen3vl_eval.bench.core.device_peak`, from its name) and a measured one (a large
 device-to-device copy, read + write bytes over time); each bound is bytes per token / bandwidth. Bytes per token:
 active parameters x dtype size, plus the KV cache read at the mean context, for a batch-1 token.
 
@@ -40,12 +40,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qwen3vl_eval.generate import Timings, generate  # noqa: E402
+from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS  # noqa: E402
 from qwen3vl_eval.model.config import Qwen3VLConfig  # noqa: E402
+from qwen3vl_eval.model.generate import Timings, generate  # noqa: E402
 from qwen3vl_eval.model.moe import IMPLS, SparseMoeBlock, choose_impl  # noqa: E402
+from qwen3vl_eval.model.sampling import GenerationParams  # noqa: E402
 from qwen3vl_eval.model.weights import build_model  # noqa: E402
-from qwen3vl_eval.sampling import GenerationParams  # noqa: E402
-from qwen3vl_eval.tiny import TINY_CONFIGS  # noqa: E402
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -106,7 +106,7 @@ def nominal_bandwidth_gbs(device: torch.device) -> tuple[str, float | None]:
         return platform.processor() or "cpu", None
     name = torch.cuda.get_device_name(device)
     try:
-        from qwen3vl_eval.bench import device_peak
+        from qwen3vl_eval.bench.core import device_peak
         peak = device_peak(name)
         return name, peak.bandwidth_gbs if peak else None
     except ImportError:
@@ -219,7 +219,7 @@ def bench_native(model: torch.nn.Module, impl: str, args: argparse.Namespace, de
     params = GenerationParams(max_new_tokens=N, ignore_eos=True)
     step_fn = None
     if device.type == "cuda" and not args.no_graph:
-        from qwen3vl_eval.fast import CudaGraphDecoder
+        from qwen3vl_eval.model.cuda_graph import CudaGraphDecoder
         step_fn = CudaGraphDecoder(model)
     runs: list[dict[str, Any]] = []
     for i in range(args.warmup + max(args.repeats, 1)):

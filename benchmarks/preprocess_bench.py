@@ -27,7 +27,7 @@ MEDIA = ROOT / "reference" / "processor_golden" / "media"
 
 def full_checkpoint(out: Path) -> Path:
     """Tiny weights + the full Qwen tokenizer + the released Qwen3-VL preprocessor configs."""
-    from qwen3vl_eval.tiny import build_tiny_checkpoint, qwen_tokenizer_dir, use_released_processor
+    from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint, qwen_tokenizer_dir, use_released_processor
 
     ckpt = build_tiny_checkpoint(out)
     try:

@@ -4,8 +4,8 @@ Run in the golden environment from the repository root:
 
     PYTHONPATH=. /root/gvenv/bin/python reference/make_golden.py [--out reference/golden] [CASE ...]
 
-Each case is a tiny random checkpoint (`qwen3vl_eval.tiny`, weights stored in bfloat16 to keep the folder small;
-the reference runs them upcast to float32), inputs made by transformers' own `AutoProcessor` from deterministic
+Each case is a tiny random checkpoint (`qwen3vl_eval.checkpoints.tiny`, weights stored in bfloat16 to keep the folder
+small; the reference runs them upcast to float32), inputs made by transformers' own `AutoProcessor` from deterministic
 PIL images and PyAV-encoded videos, and the intermediates of `Qwen3VLForConditionalGeneration` in float32 on the
 CPU, captured with forward hooks, plus `generate` greedy tokens. Videos go through the processor as decoded
 frames with their `VideoMetadata`, so transformers computes the timestamps; the prompt is transformers 5.x's
@@ -34,13 +34,13 @@ from transformers import (
 )
 from transformers.video_utils import VideoMetadata
 
-from qwen3vl_eval.tiny import build_tiny_checkpoint, variant_config
+from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint, variant_config
 
 NEW_TOKENS = 8
 # The case whose folder holds the real checkpoint of each tiny variant; the other cases link to it (the
 # checkpoints are identical, and sharing keeps the committed goldens small).
 MODEL_OWNER = {"default": "image", "variant": "variant", "moe": "moe", "moe_sparse": "moe_sparse"}
-# Variants made here rather than in qwen3vl_eval.tiny. moe_sparse mixes dense and MoE layers: with
+# Variants made here rather than in qwen3vl_eval.checkpoints.tiny. moe_sparse mixes dense and MoE layers: with
 # decoder_sparse_step 2 layers 1, 3, 5 would be sparse, and mlp_only_layers (3,) turns layer 3 back to a dense MLP,
 # so layers 1 and 5 are MoE (6 experts, top-3, width 16) and 0, 2, 3, 4 are dense SwiGLU (width 128).
 EXTRA_VARIANTS = {

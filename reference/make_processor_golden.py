@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from transformers import AutoProcessor, AutoTokenizer
 from transformers.video_utils import VideoMetadata, load_video
 
-from qwen3vl_eval.tiny import build_tiny_checkpoint, qwen_tokenizer_dir, use_released_processor
+from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint, qwen_tokenizer_dir, use_released_processor
 
 warnings.filterwarnings("ignore")
 transformers.logging.set_verbosity_error()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3vl_eval.tiny import build_tiny_checkpoint
+from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,11 @@ from PIL import Image
 
 from qwen3vl_eval.backends import make_backend
 from qwen3vl_eval.backends import openai as oa
+from qwen3vl_eval.backends.native import Engine
 from qwen3vl_eval.backends.openai import BackendError, OpenAIBackend, reply_from_response, request_body
-from qwen3vl_eval.engine import Engine
+from qwen3vl_eval.backends.serve import parse_params
 from qwen3vl_eval.errors import InputError
-from qwen3vl_eval.sampling import GenerationParams
-from qwen3vl_eval.serve import parse_params
+from qwen3vl_eval.model.sampling import GenerationParams
 
 KEY_ENV = "QWEN3VL_TEST_FAKE_KEY"
 KEY = "sk-fake-0123456789abcdef"

@@ -13,11 +13,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from qwen3vl_eval import bench as B
+from qwen3vl_eval.bench import core as B
+from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS
 from qwen3vl_eval.cli import app
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.model.config import PRESETS
-from qwen3vl_eval.tiny import TINY_CONFIGS
 
 CPU = torch.device("cpu")
 CONTRACT_KEYS = ("backend", "batch_size", "prompt_tokens", "new_tokens", "ttft_ms", "prefill_tokens_per_s",
@@ -253,7 +253,7 @@ def test_bench_cli_bad_input(args, tmp_path):
 
 
 def test_transformers_is_never_imported_at_import_time():
-    code = ("import sys, qwen3vl_eval.cli, qwen3vl_eval.bench, qwen3vl_eval.compare; "
+    code = ("import sys, qwen3vl_eval.cli, qwen3vl_eval.bench.core, qwen3vl_eval.compare.core; "
             "assert 'transformers' not in sys.modules; assert 'matplotlib' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

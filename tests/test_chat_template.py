@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint
 from qwen3vl_eval.errors import ProcessorError
 from qwen3vl_eval.processor import Processor
 from qwen3vl_eval.processor.chat import load_chat_template, render_chat
-from qwen3vl_eval.tiny import build_tiny_checkpoint
 
 GOLDEN = Path(__file__).resolve().parents[1] / "reference" / "processor_golden" / "cases.json"
 RENDERS = json.loads(GOLDEN.read_text(encoding="utf-8"))["renders"]

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
+from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS
 from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.model.config import PRESETS, Qwen3VLConfig
-from qwen3vl_eval.tiny import TINY_CONFIGS
 
 
 def test_legacy_and_5x_rope_layouts_parse_the_same():

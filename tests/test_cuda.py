@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qwen3vl_eval.fast import CudaGraphDecoder
-from qwen3vl_eval.generate import generate
 from qwen3vl_eval.model.config import Qwen3VLConfig
+from qwen3vl_eval.model.cuda_graph import CudaGraphDecoder
+from qwen3vl_eval.model.generate import generate
+from qwen3vl_eval.model.sampling import GenerationParams
 from qwen3vl_eval.model.weights import build_model, load_model
-from qwen3vl_eval.sampling import GenerationParams
 
 pytestmark = pytest.mark.cuda
 GOLDEN = sorted(p for p in (Path(__file__).parents[1] / "reference" / "golden").iterdir() if p.is_dir())

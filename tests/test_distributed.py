@@ -23,9 +23,9 @@ from test_reliability import (
     wait_for_lines,
 )
 
-from qwen3vl_eval.distributed import Dist, from_env, rank_device
 from qwen3vl_eval.errors import InputError, TaskError
 from qwen3vl_eval.eval.data import load_samples
+from qwen3vl_eval.eval.distributed import Dist, from_env, rank_device
 from qwen3vl_eval.eval.runner import merge_logs, rank_logs, read_records, run_task
 from qwen3vl_eval.eval.task import load_registry
 

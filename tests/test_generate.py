@@ -13,12 +13,12 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from qwen3vl_eval.backends.native import Engine
+from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint
 from qwen3vl_eval.cli import app
-from qwen3vl_eval.engine import Engine
-from qwen3vl_eval.generate import generate
+from qwen3vl_eval.model.generate import generate
+from qwen3vl_eval.model.sampling import GenerationParams, process_logits, select_tokens, split_reasoning
 from qwen3vl_eval.model.weights import load_model
-from qwen3vl_eval.sampling import GenerationParams, process_logits, select_tokens, split_reasoning
-from qwen3vl_eval.tiny import build_tiny_checkpoint
 
 GOLDEN = sorted(p for p in (Path(__file__).parents[1] / "reference" / "golden").iterdir() if p.is_dir())
 

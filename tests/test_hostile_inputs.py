@@ -436,7 +436,7 @@ def test_task_image_paths_stay_inside_the_media_roots(tmp_path):
 
 @pytest.fixture(scope="module")
 def engine():
-    from qwen3vl_eval.engine import Engine
+    from qwen3vl_eval.backends.native import Engine
 
     return Engine("tiny", device="cpu", dtype="float32")
 
@@ -447,7 +447,7 @@ def test_broken_task_videos_are_logged_sample_errors(engine, media, tmp_path):
     spec = REGISTRY["synth_videoqa"]
     names = ["ok.mp4", "truncated.mp4", "garbage.mp4", "zero_frames.mp4", "one_frame.mp4", "absurd_duration.mp4"]
     samples = [Sample(n, "A", "What color?", choices=["red", "blue"], videos=[str(media / n)]) for n in names]
-    from qwen3vl_eval.engine import GenerationParams
+    from qwen3vl_eval.backends.native import GenerationParams
 
     res = run_task(spec, samples, engine, tmp_path, GenerationParams(max_new_tokens=2), batch_size=6)
     recs = {r["id"]: r for r in read_records(tmp_path / "samples.jsonl")}
@@ -529,7 +529,7 @@ def test_golden_inconsistent_with_its_model_is_exit_2(tmp_path, edit):
 
 
 def test_committed_goldens_pass_the_model_checks():
-    from qwen3vl_eval.parity import load_case
+    from qwen3vl_eval.model.parity import load_case
 
     for case in sorted(p for p in GOLDEN.iterdir() if (p / "golden.safetensors").is_file()):
         load_case(case)

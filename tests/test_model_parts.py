@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS
 from qwen3vl_eval.model.moe import SparseMoeBlock
 from qwen3vl_eval.model.text import RMSNorm
 from qwen3vl_eval.model.vision import Segments
-from qwen3vl_eval.tiny import TINY_CONFIGS
 
 
 def test_segmented_attention_equals_per_segment_loop():

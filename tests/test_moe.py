@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS, variant_config
 from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.model import moe
 from qwen3vl_eval.model.config import Qwen3VLConfig
@@ -28,7 +29,6 @@ from qwen3vl_eval.model.moe import (
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 from qwen3vl_eval.model.text import MLP
 from qwen3vl_eval.model.weights import load_model
-from qwen3vl_eval.tiny import TINY_CONFIGS, variant_config
 
 PATHS = ["gather", "padded", "grouped"]
 COMBINES = ["index_add", "bmm"]

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint, use_released_processor
 from qwen3vl_eval.errors import ProcessorError
 from qwen3vl_eval.processor import Processor
-from qwen3vl_eval.tiny import build_tiny_checkpoint, use_released_processor
 
 GOLDEN = Path(__file__).resolve().parents[1] / "reference" / "processor_golden"
 MANIFEST = json.loads((GOLDEN / "cases.json").read_text(encoding="utf-8"))

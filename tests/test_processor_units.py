@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint
 from qwen3vl_eval.cli import app
 from qwen3vl_eval.errors import ProcessorError
 from qwen3vl_eval.processor import (
@@ -26,7 +27,6 @@ from qwen3vl_eval.processor import (
     smart_resize_video,
 )
 from qwen3vl_eval.processor.video import format_timestamp
-from qwen3vl_eval.tiny import build_tiny_checkpoint
 
 MEDIA = Path(__file__).resolve().parents[1] / "reference" / "processor_golden" / "media"
 

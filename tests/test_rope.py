@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS
 from qwen3vl_eval.model.rope import (
     decode_position_ids,
     mrope_axis,
@@ -13,7 +14,6 @@ from qwen3vl_eval.model.rope import (
     pos_embed_taps,
     rope_index,
 )
-from qwen3vl_eval.tiny import TINY_CONFIGS
 
 CFG = TINY_CONFIGS["default"]
 IMG, VID, VS, VE = CFG.image_token_id, CFG.video_token_id, CFG.vision_start_token_id, CFG.vision_end_token_id

@@ -114,7 +114,7 @@ def test_results_record_what_makes_a_number(tmp_path):
 
 @pytest.fixture(scope="module")
 def engine():
-    from qwen3vl_eval.engine import Engine
+    from qwen3vl_eval.backends.native import Engine
 
     return Engine("tiny", device="cpu", dtype="float32")
 
@@ -134,7 +134,7 @@ def videos(tmp_path_factory):
 def test_run_on_real_schema_fixtures(engine, videos, task, tmp_path):
     from test_tasks import FIXTURES
 
-    from qwen3vl_eval.engine import GenerationParams
+    from qwen3vl_eval.backends.native import GenerationParams
 
     spec = REGISTRY[task]
     samples = load_samples(spec, str(FIXTURES[task]), media_root=videos)[:2]

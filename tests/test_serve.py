@@ -23,11 +23,11 @@ from _serving import serve_process
 from PIL import Image
 
 from qwen3vl_eval.backends import make_backend
+from qwen3vl_eval.backends.native import Engine
 from qwen3vl_eval.backends.openai import OpenAIBackend, to_openai_messages
-from qwen3vl_eval.engine import Engine
+from qwen3vl_eval.backends.serve import create_app, parse_messages
 from qwen3vl_eval.errors import InputError
-from qwen3vl_eval.sampling import GenerationParams
-from qwen3vl_eval.serve import create_app, parse_messages
+from qwen3vl_eval.model.sampling import GenerationParams
 
 KEY_ENV = "QWEN3VL_TEST_SERVE_KEY"
 KEY = "sk-test-5f1c0ffee"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from qwen3vl_eval.stats import infer_scale, paired_bootstrap, summarize
+from qwen3vl_eval.report.stats import infer_scale, paired_bootstrap, summarize
 
 
 def _reference_ci(base, cand, resamples, confidence, seed):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from qwen3vl_eval.checkpoints.tiny import TINY_VOCAB, build_tiny_checkpoint, qwen_tokenizer_dir, tiny_ids
 from qwen3vl_eval.processor import Tokenizer
-from qwen3vl_eval.tiny import TINY_VOCAB, build_tiny_checkpoint, qwen_tokenizer_dir, tiny_ids
 
 GOLDEN = Path(__file__).resolve().parents[1] / "reference" / "processor_golden" / "cases.json"
 CASES = json.loads(GOLDEN.read_text(encoding="utf-8"))["tokenizer"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS, build_tiny_checkpoint
 from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.model.weights import build_model, load_model
-from qwen3vl_eval.tiny import TINY_CONFIGS, build_tiny_checkpoint
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -1,6 +1,6 @@
 """Model backends behind one interface: `chat(conversations, params) -> list[Reply]`, plus `timings` and `info`.
 
-- `native`: `qwen3vl_eval.engine.Engine`, this package's implementation (options: model, device, dtype,
+- `native`: `qwen3vl_eval.backends.native.Engine`, this package's implementation (options: model, device, dtype,
   video_prompt, fast).
 - `hf`: `qwen3vl_eval.backends.hf.HFBackend`, transformers' implementation (options: model, device, dtype; needs
   the golden extra).
@@ -21,7 +21,7 @@ BACKENDS = ("native", "hf", "openai")
 
 
 def _native() -> Callable[..., Any]:
-    from qwen3vl_eval.engine import Engine
+    from qwen3vl_eval.backends.native import Engine
 
     return Engine
 

@@ -20,16 +20,16 @@ from typing import Any
 
 import torch
 
-from qwen3vl_eval.device import resolve_device, resolve_dtype
-from qwen3vl_eval.engine import Reply, model_info
+from qwen3vl_eval.backends.native import Reply, model_info
+from qwen3vl_eval.checkpoints.hub import resolve_model
 from qwen3vl_eval.errors import InputError, ProcessorError
-from qwen3vl_eval.generate import GenerationOutput, Timings
-from qwen3vl_eval.hub import resolve_model
+from qwen3vl_eval.model.generate import GenerationOutput, Timings
+from qwen3vl_eval.model.sampling import GenerationParams, find_stop, split_reasoning
 from qwen3vl_eval.processor.image import ImageSettings, decode_image
 from qwen3vl_eval.processor.media import resolve_source
 from qwen3vl_eval.processor.messages import MediaItem, as_batch, item_kind, media_items
 from qwen3vl_eval.processor.video import VideoSettings, decode_clip
-from qwen3vl_eval.sampling import GenerationParams, find_stop, split_reasoning
+from qwen3vl_eval.runtime.device import resolve_device, resolve_dtype
 
 GOLDEN_HINT = "the hf backend needs the golden extra: pip install 'qwen3vl-eval[golden]'"
 

@@ -37,15 +37,15 @@ from typing import Any
 import httpx
 import PIL.Image
 
-from qwen3vl_eval.engine import Reply
+from qwen3vl_eval.backends.native import Reply
 from qwen3vl_eval.errors import InputError, ProcessorError
-from qwen3vl_eval.generate import Timings
+from qwen3vl_eval.model.generate import Timings
+from qwen3vl_eval.model.sampling import GenerationParams, split_reasoning
 from qwen3vl_eval.processor.image import pil_to_rgb
 from qwen3vl_eval.processor.media import Source, resolve_source
 from qwen3vl_eval.processor.messages import ITEM_OPTIONS, SOURCE_KEYS, as_batch, item_kind
 from qwen3vl_eval.processor.video import VideoSettings, decode_clip, format_timestamp, frame_group_timestamps
-from qwen3vl_eval.provenance import software_versions
-from qwen3vl_eval.sampling import GenerationParams, split_reasoning
+from qwen3vl_eval.runtime.provenance import software_versions
 
 VIDEO_MODES = ("frames", "url")
 VIDEO_URL_SCHEMES = ("data", "file")
@@ -443,7 +443,7 @@ def _video_settings(processor: str | os.PathLike | None) -> VideoSettings:
     if processor is None:
         path = Path(__file__).parents[1] / "assets" / "qwen3vl" / "video_preprocessor_config.json"
     else:
-        from qwen3vl_eval.hub import resolve_model
+        from qwen3vl_eval.checkpoints.hub import resolve_model
 
         path = resolve_model(processor) / "video_preprocessor_config.json"
         if not path.is_file():

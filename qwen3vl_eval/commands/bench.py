@@ -53,9 +53,9 @@ def bench(
 
     Exit 1 when any configuration failed (its row carries the error), 2 on bad input.
     """
-    from qwen3vl_eval import bench as B
-    from qwen3vl_eval.device import resolve_device, resolve_dtype
+    from qwen3vl_eval.bench import core as B
     from qwen3vl_eval.model.config import Qwen3VLConfig
+    from qwen3vl_eval.runtime.device import resolve_device, resolve_dtype
 
     if (model is None) == (preset is None):
         raise InputError("give exactly one of --model DIR|ID and --preset NAME")
@@ -75,7 +75,7 @@ def bench(
 
     model_dir = None
     if model is not None:
-        from qwen3vl_eval.hub import resolve_model
+        from qwen3vl_eval.checkpoints.hub import resolve_model
 
         model_dir = resolve_model(model)
         config = Qwen3VLConfig.from_file(model_dir / "config.json")

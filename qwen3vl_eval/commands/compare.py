@@ -40,7 +40,7 @@ def compare(
     Once any gate is set, a task, metric, throughput figure or bench row of the baseline that a candidate lacks,
     and a task_version mismatch, are failures too.
     """
-    from qwen3vl_eval.compare import (
+    from qwen3vl_eval.compare.core import (
         Gate,
         check_overrides,
         compare_results,
@@ -89,7 +89,7 @@ def compare(
 
 
 def _print_summary(comparisons, gate) -> None:
-    from qwen3vl_eval.compare import metric_table, speed_table
+    from qwen3vl_eval.compare.core import metric_table, speed_table
 
     for c in comparisons:
         typer.echo(f"\n{c.candidate.label} vs {c.baseline.label}")

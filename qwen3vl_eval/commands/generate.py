@@ -30,7 +30,7 @@ def main(
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16"),
 ) -> None:
     """Print the reply to each conversation (streamed for a single one), or JSON lines with --json."""
-    from qwen3vl_eval.engine import Engine
+    from qwen3vl_eval.backends.native import Engine
 
     conversations = read_messages(messages)
     engine = Engine(model, device=device, dtype=dtype, video_prompt=video_prompt)

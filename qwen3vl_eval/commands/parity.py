@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qwen3vl_eval.commands import handle_errors
-from qwen3vl_eval.device import resolve_device, resolve_dtype
+from qwen3vl_eval.runtime.device import resolve_device, resolve_dtype
 
 
 @handle_errors
@@ -26,7 +26,7 @@ def main(
     dump: Path = typer.Option(None, "--dump", help="write every produced tensor to DIR/<case>.safetensors"),
 ) -> None:
     """Run each golden case and print a per-key table; exit 1 when any key fails."""
-    from qwen3vl_eval.parity import load_case, run_case, write_json  # heavy imports after --help
+    from qwen3vl_eval.model.parity import load_case, run_case, write_json  # heavy imports after --help
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)

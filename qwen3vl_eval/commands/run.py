@@ -3,7 +3,7 @@
 Stopping: Ctrl-C (SIGINT) or SIGTERM stops the run at once; every finished batch is already on disk, the
 command prints how to resume and exits 130 (SIGINT) or 143 (SIGTERM). Data parallel: launched by torchrun
 (`torchrun --nproc-per-node N -m qwen3vl_eval run ...`) each process evaluates a shard; see
-`qwen3vl_eval.distributed` and docs/scale-out.md.
+`qwen3vl_eval.eval.distributed` and docs/scale-out.md.
 
 Backends (`qwen3vl_eval.backends.make_backend`): `native` (default), `hf` (transformers), `openai` (a server:
 `--base-url`, `--api-key-env`, `--served-model-name`, `--concurrency`, `--request-timeout`, `--retries`,
@@ -26,9 +26,9 @@ from typing import Any, Optional, TypeVar
 
 import typer
 
-from qwen3vl_eval import distributed
 from qwen3vl_eval.commands import fail, handle_errors
 from qwen3vl_eval.errors import InputError
+from qwen3vl_eval.eval import distributed
 
 BACKENDS = ("native", "hf", "openai")
 VIDEO_MODES = ("frames", "url")
@@ -192,7 +192,7 @@ def run(
         loaded.append((spec, samples))
 
     from qwen3vl_eval.backends import make_backend
-    from qwen3vl_eval.sampling import GenerationParams
+    from qwen3vl_eval.model.sampling import GenerationParams
 
     engine = make_backend(backend, **backend_options)
     config = {"model": model, "backend": backend, "device": device, "dtype": dtype, "video_prompt": video_prompt,
@@ -273,7 +273,7 @@ _OPENAI_KEYS = dict(zip(("base_url", "api_key_env", "served_model_name", "concur
 
 def _local_checkpoint(model: str) -> str | None:
     """`model` when it names a checkpoint available here (folder, tiny, Hub id in the local cache), else None."""
-    from qwen3vl_eval.hub import resolve_model
+    from qwen3vl_eval.checkpoints.hub import resolve_model
 
     try:
         resolve_model(model)

@@ -40,8 +40,8 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
 ) -> None:
     """Serve POST /v1/chat/completions, GET /v1/models and GET /health until interrupted."""
-    from qwen3vl_eval.engine import Engine
-    from qwen3vl_eval.serve import serve as run_server
+    from qwen3vl_eval.backends.native import Engine
+    from qwen3vl_eval.backends.serve import serve as run_server
 
     api_key = None
     if api_key_env is not None:

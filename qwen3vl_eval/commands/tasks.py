@@ -9,8 +9,8 @@ from qwen3vl_eval.commands import handle_errors
 
 def availability(spec) -> str:  # noqa: ANN001
     """'yes (path)', 'no', or for synthetic tasks whether they are generated yet."""
+    from qwen3vl_eval.checkpoints.hub import cache_dir
     from qwen3vl_eval.eval.data import find_local
-    from qwen3vl_eval.hub import cache_dir
 
     if spec.data.source == "synth":
         from qwen3vl_eval.eval.synth import VERSION

@@ -22,10 +22,10 @@ from typing import Any
 
 from PIL import Image
 
+from qwen3vl_eval.checkpoints.hub import hf_home, hub_cache_dir
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.parsers import LETTERS
 from qwen3vl_eval.eval.task import DataSpec, TaskSpec
-from qwen3vl_eval.hub import hf_home, hub_cache_dir
 
 
 @dataclass

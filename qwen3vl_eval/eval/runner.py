@@ -12,7 +12,7 @@ Resources: an out-of-memory error (`torch.OutOfMemoryError`, a RuntimeError sayi
 records the splits (`throughput.oom_splits`, `throughput.effective_batch_size`). `sample_timeout` marks every
 sample of a batch whose generation takes longer as an error (see `Generator`).
 
-Data parallel (`qwen3vl_eval.distributed`): each rank generates a round-robin shard of the samples still to do
+Data parallel (`qwen3vl_eval.eval.distributed`): each rank generates a round-robin shard of the samples still to do
 and appends to its own `samples.rank{r}.jsonl`; after a barrier rank 0 merges every log into `samples.jsonl`
 (dataset order, one record per id), deletes the rank logs and scores. A resume, with any number of ranks,
 first merges whatever logs an interrupted run left.
@@ -37,9 +37,9 @@ from typing import Any, Protocol
 
 import PIL.Image
 
-from qwen3vl_eval.distributed import SINGLE, Dist
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.data import Sample, open_image
+from qwen3vl_eval.eval.distributed import SINGLE, Dist
 from qwen3vl_eval.eval.metrics import SCORERS, summarize
 from qwen3vl_eval.eval.parsers import PARSERS, strip_reasoning
 from qwen3vl_eval.eval.prompts import PROMPTS, build_messages
@@ -60,7 +60,7 @@ class SampleTimeout(Exception):
 
 
 class Backend(Protocol):
-    """What the runner needs from a model: `qwen3vl_eval.engine.Engine` satisfies it."""
+    """What the runner needs from a model: `qwen3vl_eval.backends.native.Engine` satisfies it."""
 
     timings: dict[str, float]
     info: dict[str, Any]

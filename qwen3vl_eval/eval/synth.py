@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from qwen3vl_eval.checkpoints.hub import cache_dir
 from qwen3vl_eval.eval.parsers import LETTERS
-from qwen3vl_eval.hub import cache_dir
 
 VERSION = 1
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 70, 220), "yellow": (240, 220, 40)}

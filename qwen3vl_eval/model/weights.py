@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from qwen3vl_eval.checkpoints.hub import resolve_model
 from qwen3vl_eval.errors import CheckpointError
-from qwen3vl_eval.hub import resolve_model
 from qwen3vl_eval.model.config import Qwen3VLConfig
 from qwen3vl_eval.model.moe import expert_layout_error
 from qwen3vl_eval.model.qwen3vl import Qwen3VL

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
+from qwen3vl_eval.checkpoints.hub import resolve_model
 from qwen3vl_eval.errors import CheckpointError, ProcessorError
-from qwen3vl_eval.hub import resolve_model
 from qwen3vl_eval.processor.batch import BatchInputs
 from qwen3vl_eval.processor.chat import load_chat_template, render_chat
 from qwen3vl_eval.processor.image import ImageFeatures, ImageSettings, decode_image, process_image

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qwen3vl_eval.generate import decode_step
 from qwen3vl_eval.model.config import TextConfig
+from qwen3vl_eval.model.generate import decode_step
 from qwen3vl_eval.model.kv_cache import KVCache, allocate_caches
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen3vl_eval.errors import InputError
-from qwen3vl_eval.stats import PairedCI, infer_scale, paired_bootstrap
+from qwen3vl_eval.report.stats import PairedCI, infer_scale, paired_bootstrap
 
 # Throughput keys that are "higher is better" rates, gated by --min-speed-ratio.
 SPEED_KEYS = ("samples_per_s", "generated_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s")
@@ -644,7 +644,7 @@ def to_json(comparisons: list[Comparison], gate: Gate) -> dict:
 
 def write_charts(comparisons: list[Comparison], out_dir: Path) -> dict[str, str]:
     """Metric values per run, deltas with paired CIs, and bench speed ratios, as PNGs; returns name -> file."""
-    from qwen3vl_eval import charts
+    from qwen3vl_eval.report import charts
 
     base = comparisons[0].baseline
     runs = [base] + [c.candidate for c in comparisons]

@@ -38,8 +38,8 @@ import torch
 
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.model.config import Qwen3VLConfig
-from qwen3vl_eval.provenance import device_name, software_versions
-from qwen3vl_eval.stats import summarize
+from qwen3vl_eval.report.stats import summarize
+from qwen3vl_eval.runtime.provenance import device_name, software_versions
 
 # ------------------------------------------------------------------------------------------------ device peaks
 
@@ -246,7 +246,7 @@ class Prepared:
 
 def _preprocessor_configs(model_dir: Path | None) -> tuple[dict, dict]:
     """The checkpoint's image and video preprocessor configs, else the released Qwen3-VL ones."""
-    from qwen3vl_eval.tiny import ASSETS
+    from qwen3vl_eval.checkpoints.tiny import ASSETS
 
     out = []
     for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
@@ -387,8 +387,9 @@ class _ModelBackend:
 
 
 class NativeBackend(_ModelBackend):
-    """Our implementation: `qwen3vl_eval.model` and `qwen3vl_eval.generate`, with the CUDA-graph decode step of
-    `qwen3vl_eval.fast` when `fast` (as the engine does on CUDA), compiled by inductor first with `compile`."""
+    """Our implementation: `qwen3vl_eval.model` and `qwen3vl_eval.model.generate`, with the CUDA-graph decode
+    step of `qwen3vl_eval.model.cuda_graph` when `fast` (as the engine does on CUDA), compiled by inductor first
+    with `compile`."""
 
     name = "native"
 
@@ -401,7 +402,7 @@ class NativeBackend(_ModelBackend):
                       else build_model(config, device=device, dtype=dtype, seed=seed))
         self.step_fn = None
         if fast:
-            from qwen3vl_eval.fast import CudaGraphDecoder
+            from qwen3vl_eval.model.cuda_graph import CudaGraphDecoder
 
             self.step_fn = CudaGraphDecoder(self.model, compile=compile)
 
@@ -417,8 +418,8 @@ class NativeBackend(_ModelBackend):
         return out
 
     def generate(self, inputs: Prepared, new_tokens: int) -> int:
-        from qwen3vl_eval.generate import generate
-        from qwen3vl_eval.sampling import GenerationParams
+        from qwen3vl_eval.model.generate import generate
+        from qwen3vl_eval.model.sampling import GenerationParams
 
         t = dict(inputs.tensors)
         params = GenerationParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)
@@ -544,7 +545,7 @@ def _check(generated: int, wanted: int) -> int:
 
 
 def _param_counts(config: Qwen3VLConfig) -> dict[str, int]:
-    from qwen3vl_eval.tiny import state_dict_shapes
+    from qwen3vl_eval.checkpoints.tiny import state_dict_shapes
 
     out = {"vision": 0, "embed": 0, "lm_head": 0, "text_dense": 0, "experts": 0, "moe_layers": 0}
     for k, shape in state_dict_shapes(config).items():
@@ -635,7 +636,7 @@ def bench(backends: Sequence[tuple[str, Callable[[], Backend]]], configs: Sequen
     """Run every configuration on every (name, factory) backend, built one at a time and freed after; return
     the rows. A backend or configuration that fails at run time (out of memory, say) gives rows with `error`
     set and the others still run; bad input (InputError) stops the run."""
-    from qwen3vl_eval.device import dtype_name
+    from qwen3vl_eval.runtime.device import dtype_name
 
     rows: list[dict] = []
     date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -810,7 +811,7 @@ def _ratios(group: Sequence[dict]) -> list[str]:
 
 def write_charts(rows: Sequence[dict], out_dir: Path) -> dict[str, str]:
     """throughput.png (prefill and decode tokens/s vs batch) and latency.png (TTFT and TPOT vs batch)."""
-    from qwen3vl_eval.charts import line_panels
+    from qwen3vl_eval.report.charts import line_panels
 
     ok = [r for r in rows if not r.get("error")]
     if not ok:

@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
-from qwen3vl_eval.device import dtype_name, resolve_device, resolve_dtype
-from qwen3vl_eval.generate import GenerationOutput, Timings, generate
-from qwen3vl_eval.hub import hub_cache_dir, resolve_model
+from qwen3vl_eval.checkpoints.hub import hub_cache_dir, resolve_model
+from qwen3vl_eval.model.generate import GenerationOutput, Timings, generate
+from qwen3vl_eval.model.sampling import GenerationParams, split_reasoning
 from qwen3vl_eval.model.weights import load_model
 from qwen3vl_eval.processor import BatchInputs, Processor
-from qwen3vl_eval.provenance import device_label, software_versions
-from qwen3vl_eval.sampling import GenerationParams, split_reasoning
+from qwen3vl_eval.runtime.device import dtype_name, resolve_device, resolve_dtype
+from qwen3vl_eval.runtime.provenance import device_label, software_versions
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Engine:
         self.vision_cache_bytes, self.vision_cache_limit = 0, vision_cache_mb << 20
         self.decoder = None
         if fast if fast is not None else self.device.type == "cuda":
-            from qwen3vl_eval.fast import CudaGraphDecoder
+            from qwen3vl_eval.model.cuda_graph import CudaGraphDecoder
 
             self.decoder = CudaGraphDecoder(self.model)
         self.info = model_info(self.name, self.path, self.device, self.dtype)

@@ -32,12 +32,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from qwen3vl_eval.engine import Engine, Reply
+from qwen3vl_eval.backends.native import Engine, Reply
 from qwen3vl_eval.errors import InputError
+from qwen3vl_eval.model.sampling import GenerationParams
 from qwen3vl_eval.processor.messages import ITEM_OPTIONS, media_items
-from qwen3vl_eval.sampling import GenerationParams
 
-log = logging.getLogger("qwen3vl_eval.serve")
+log = logging.getLogger("qwen3vl_eval.backends.serve")
 
 ROLE_ALIASES = {"developer": "system"}
 # Request fields this server cannot honour, with the values that ask for nothing special.

@@ -4,7 +4,7 @@ Rows are left-padded; each keeps its prompt's padded layout in the cache and con
 through `rope_deltas` (positions never live on the model). Rows that finish (an eos id, a stop string, or
 `max_new_tokens`) are dropped from the batch at the next check, so they stop costing work. On CPU every step
 is checked; on CUDA the loop checks every `check_every` steps, so decoding runs without a host-device sync per
-token, and a `DecodeStep` from `qwen3vl_eval.fast` may replay the step from a CUDA graph.
+token, and a `DecodeStep` from `qwen3vl_eval.model.cuda_graph` may replay the step from a CUDA graph.
 
 Legend: B live rows, L prompt slots, N max new tokens, V vocabulary.
 """
@@ -21,7 +21,7 @@ from torch import Tensor
 from qwen3vl_eval.model.kv_cache import KVCache, allocate_caches
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 from qwen3vl_eval.model.rope import decode_position_ids, rope_index
-from qwen3vl_eval.sampling import GenerationParams, find_stop, make_generator, process_logits, select_tokens
+from qwen3vl_eval.model.sampling import GenerationParams, find_stop, make_generator, process_logits, select_tokens
 
 
 @dataclass

@@ -41,7 +41,7 @@ def resolve_model(name: str | os.PathLike, revision: str | None = None) -> Path:
     of the embedded tiny random checkpoints (`tiny`, `tiny-variant`, `tiny-moe`, `tiny-small`), built on first
     use."""
     if str(name) in TINY_NAMES:
-        from qwen3vl_eval.tiny import build_tiny_checkpoint, tiny_fingerprint
+        from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint, tiny_fingerprint
 
         variant = TINY_NAMES[str(name)]
         out = cache_dir() / "tiny" / f"{variant}-{tiny_fingerprint(variant)}"  # rebuilt when the builder changes

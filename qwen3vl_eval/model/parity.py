@@ -21,14 +21,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from qwen3vl_eval.device import dtype_name
 from qwen3vl_eval.errors import GoldenError
-from qwen3vl_eval.generate import generate
 from qwen3vl_eval.model.config import Qwen3VLConfig
+from qwen3vl_eval.model.generate import generate
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 from qwen3vl_eval.model.rope import rope_index
+from qwen3vl_eval.model.sampling import GenerationParams
 from qwen3vl_eval.model.weights import load_model
-from qwen3vl_eval.sampling import GenerationParams
+from qwen3vl_eval.runtime.device import dtype_name
 
 GOLDEN_FORMAT = "qwen3vl-golden/1"
 # (atol, rtol) by run dtype. float32 is the exact path (observed errors ~1e-7 of max|golden|); half precisions

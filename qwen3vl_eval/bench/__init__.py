@@ -1,0 +1,1 @@
+"""Throughput benchmarks: inputs, measurement, rooflines and the bench report."""

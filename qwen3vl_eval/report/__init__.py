@@ -1,0 +1,1 @@
+"""Shared pieces of the reports people read: statistics and charts."""
