@@ -26,7 +26,8 @@ from test_reliability import (
 from qwen3vl_eval.errors import InputError, TaskError
 from qwen3vl_eval.eval.data import load_samples
 from qwen3vl_eval.eval.distributed import Dist, from_env, rank_device
-from qwen3vl_eval.eval.runner import merge_logs, rank_logs, read_records, run_task
+from qwen3vl_eval.eval.runner import run_task
+from qwen3vl_eval.eval.sample_log import merge_logs, rank_logs, read_records
 from qwen3vl_eval.eval.task import load_registry
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -120,7 +121,7 @@ def test_merge_orders_dedups_repairs_and_removes_rank_logs(tmp_path):
 def test_leftover_rank_logs_need_resume_and_are_not_redone(tmp_path):
     spec = load_registry()["synth_text"]
     samples = load_samples(spec)
-    from qwen3vl_eval.eval.runner import score_sample
+    from qwen3vl_eval.eval.results import score_sample
 
     done = score_sample(spec, samples[1], "B")
     (tmp_path / "samples.rank1.jsonl").write_text(json.dumps(done) + "\n")

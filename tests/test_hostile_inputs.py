@@ -25,8 +25,9 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from qwen3vl_eval.cli import app
-from qwen3vl_eval.eval.data import Sample
-from qwen3vl_eval.eval.runner import read_records, run_task
+from qwen3vl_eval.eval.adapters import Sample
+from qwen3vl_eval.eval.runner import run_task
+from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.synth import write_video
 from qwen3vl_eval.eval.task import load_registry
 

@@ -19,7 +19,8 @@ from PIL import Image
 
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.eval.data import load_samples
-from qwen3vl_eval.eval.runner import BatchOutOfMemory, read_records, run_task
+from qwen3vl_eval.eval.runner import BatchOutOfMemory, run_task
+from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.synth import write_video
 from qwen3vl_eval.eval.task import load_registry
 

@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from qwen3vl_eval.cli import app
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.data import load_samples
-from qwen3vl_eval.eval.runner import BatchOutOfMemory, is_oom, read_records, run_task
+from qwen3vl_eval.eval.runner import BatchOutOfMemory, is_oom, run_task
+from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.task import load_registry
 
 REGISTRY = load_registry()

@@ -10,9 +10,11 @@ from typer.testing import CliRunner
 
 from qwen3vl_eval.cli import app
 from qwen3vl_eval.errors import TaskError
-from qwen3vl_eval.eval.data import Sample, load_samples
+from qwen3vl_eval.eval.adapters import Sample
+from qwen3vl_eval.eval.data import load_samples
 from qwen3vl_eval.eval.prompts import PROMPTS
-from qwen3vl_eval.eval.runner import read_records, run_task
+from qwen3vl_eval.eval.runner import run_task
+from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.synth import oracle_prediction
 from qwen3vl_eval.eval.task import load_registry
 

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from qwen3vl_eval.cli import app
 from qwen3vl_eval.eval.data import load_samples
-from qwen3vl_eval.eval.runner import read_records, run_task
+from qwen3vl_eval.eval.runner import run_task
+from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.task import load_registry
 
 KEY_ENV = "QWEN3VL_TEST_RUN_KEY"

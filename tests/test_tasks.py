@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from qwen3vl_eval.cli import app
 from qwen3vl_eval.errors import TaskError
-from qwen3vl_eval.eval.data import load_samples, open_image
+from qwen3vl_eval.eval.data import load_samples
+from qwen3vl_eval.eval.media import open_image
 from qwen3vl_eval.eval.metrics import METRICS, SCORERS
 from qwen3vl_eval.eval.parsers import PARSERS
 from qwen3vl_eval.eval.prompts import PROMPTS

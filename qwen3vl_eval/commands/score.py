@@ -23,7 +23,7 @@ def score(
 ) -> None:
     """Score a predictions file for one task."""
     from qwen3vl_eval.eval.data import load_samples
-    from qwen3vl_eval.eval.runner import score_predictions
+    from qwen3vl_eval.eval.results import score_predictions
     from qwen3vl_eval.eval.task import resolve_tasks
 
     specs = resolve_tasks(task)

@@ -140,7 +140,7 @@ def load_task_result(path: Path) -> TaskResult:
 def load_samples(path: Path) -> dict[str, dict]:
     """`samples.jsonl` records by id (as a string), read as the runner reads them (a torn last line is
     ignored); a repeated id keeps its last record (a resumed run)."""
-    from qwen3vl_eval.eval.runner import read_records
+    from qwen3vl_eval.eval.sample_log import read_records
 
     return {str(rec["id"]): rec for rec in read_records(path)}
 

@@ -1,92 +1,26 @@
-"""Dataset adapters: rows of a benchmark, in its Hugging Face schema, -> `Sample`s.
+"""Loading a task's rows: `--data PATH`, the local Hugging Face caches or the synthetic generator -> `Rows` ->
+`Sample`s (through the task's adapter, `eval.adapters`).
 
 Rows come from (first match wins): `--data PATH` (a parquet/JSONL/arrow file, a `save_to_disk` folder or a
 downloaded HF dataset folder with the same columns), `--data org/name[@revision]` (another Hub id), the local
 Hugging Face hub cache (`huggingface-cli download --repo-type dataset ...`), the `datasets` cache, or, for
-synthetic tasks, `synth.py`. Nothing is downloaded. Images stay as HF stores them (`{"bytes", "path"}`
-structs, read lazily from the memory-mapped table) until the runner opens them.
+synthetic tasks, `synth.py`. Nothing is downloaded. Image structs are read lazily from the memory-mapped table.
 """
 
 from __future__ import annotations
 
-import ast
-import base64
-import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from qwen3vl_eval.checkpoints.hub import hf_home, hub_cache_dir
 from qwen3vl_eval.errors import TaskError
-from qwen3vl_eval.eval.parsers import LETTERS
+from qwen3vl_eval.eval.adapters import ADAPTERS, Context, Rows, Sample
+from qwen3vl_eval.eval.media import LazyCell
 from qwen3vl_eval.eval.task import DataSpec, TaskSpec
-
-
-@dataclass
-class Sample:
-    """One scored unit: prompt fields, visuals (image refs, video paths), target and breakdown metadata.
-    `error` is set when the sample's media cannot be found; the runner logs it instead of generating."""
-
-    id: str
-    target: Any
-    question: str = ""
-    choices: list[str] = field(default_factory=list)
-    images: list[Any] = field(default_factory=list)
-    videos: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    media_roots: tuple[Path, ...] = ()  # folders that image paths in the data may point into
-
-
-@dataclass
-class Rows:
-    """Rows of one split: light columns as Python values, image structs as `LazyCell`s."""
-
-    rows: list[dict]
-    base_dir: Path
-    source: str
-
-
-class LazyCell:
-    """One cell of a (memory-mapped) arrow column, converted to Python only when asked."""
-
-    def __init__(self, column: Any, index: int):
-        self.column, self.index = column, index
-
-    def get(self) -> Any:
-        return self.column[self.index].as_py()
-
-
-@dataclass
-class Context:
-    spec: TaskSpec
-    base_dir: Path
-    media_root: Path | None
-
-    @property
-    def roots(self) -> tuple[Path, ...]:
-        """Where media named by path in the task data may be: --media-root, then the data's folder."""
-        return tuple(r for r in (self.media_root, self.base_dir) if r is not None)
-
-
-ADAPTERS: dict[str, Callable[[Rows, Context], Iterator[Sample]]] = {}
-
-
-def adapter(name: str) -> Callable:
-    """Decorator: add a rows -> samples adapter to ADAPTERS."""
-
-    def deco(fn: Callable) -> Callable:
-        ADAPTERS[name] = fn
-        return fn
-
-    return deco
-
 
 # ---------------------------------------------------------------- reading tables
 
@@ -297,7 +231,10 @@ def load_rows(spec: TaskSpec, data: str | None = None) -> Rows:
 def load_samples(spec: TaskSpec, data: str | None = None, media_root: str | Path | None = None) -> list[Sample]:
     """All samples of a task, in dataset order, with unique ids."""
     rows = load_rows(spec, data)
-    ctx = Context(spec, rows.base_dir, Path(media_root).expanduser() if media_root else None)
+    d = spec.data
+    ctx = Context(rows.base_dir, Path(media_root).expanduser() if media_root else None,
+                  video_dirs=tuple(d.video_dirs), video_exts=tuple(d.video_exts),
+                  video_cache=hf_home() / d.cache_dir if d.cache_dir else None)
     try:
         samples = list(ADAPTERS[spec.adapter](rows, ctx))
     except KeyError as e:
@@ -309,179 +246,3 @@ def load_samples(spec: TaskSpec, data: str | None = None, media_root: str | Path
             raise TaskError(f"{rows.source}: {spec.task}: duplicate sample id {s.id!r}")
         seen.add(s.id)
     return samples
-
-
-# ---------------------------------------------------------------- media
-
-def open_image(ref: Any, roots: tuple[Path, ...] = ()) -> Image.Image:
-    """An image as HF stores it ({"bytes", "path"}), a lazy arrow cell, a path, or a PIL image -> PIL image.
-
-    A path comes from task data, so it must name a file inside one of `roots` (see `confine`); embedded bytes
-    need no file."""
-    if isinstance(ref, Image.Image):
-        return ref
-    if isinstance(ref, LazyCell):
-        ref = ref.get()
-    if isinstance(ref, dict):
-        data = ref.get("bytes")
-        if data:
-            if isinstance(data, str):
-                data = base64.b64decode(data)
-            return Image.open(io.BytesIO(data))
-        ref = ref.get("path")
-    if isinstance(ref, str) and ref:
-        p = find_confined("image", ref, roots)
-        if p is None:
-            raise TaskError(f"image {ref} not found (looked in {', '.join(map(str, roots))}; set --media-root)")
-        return Image.open(p)
-    raise TaskError(f"image {ref!r}: neither bytes nor a path")
-
-
-def find_confined(kind: str, name: str, roots: tuple[Path, ...] | list[Path]) -> Path | None:
-    """The file `name` under the first root that has it, or None. Names come from task data, so they must stay
-    inside the roots: an absolute name, a `..` component, a file whose resolved path (symlinks followed) leaves
-    its root, or a name with no roots to look in raises TaskError. The roots themselves may be symlinks."""
-    if Path(name).is_absolute() or ".." in Path(name).parts or not roots:
-        raise TaskError(f"{kind} {name}: path escapes the media root")
-    for root in roots:
-        p = root / name
-        if p.is_file():
-            if not p.resolve().is_relative_to(root.resolve()):
-                raise TaskError(f"{kind} {name}: path escapes the media root")
-            return p
-    return None
-
-
-def resolve_video(name: str, ctx: Context) -> tuple[str, str | None]:
-    """(path, error): the first existing candidate for a video file name (with each of the task's extensions
-    when it has none) in the task's video folders under the media roots, or a per-sample error: not found
-    (naming where we looked), or a path that escapes them (see `find_confined`)."""
-    roots = list(ctx.roots)
-    if ctx.spec.data.cache_dir:
-        roots.append(hf_home() / ctx.spec.data.cache_dir)
-    folders = tuple(root / sub for root in roots for sub in ctx.spec.data.video_dirs)
-    names = [name] if Path(name).suffix else [name + e for e in ctx.spec.data.video_exts]
-    fallback = str(folders[0] / names[0]) if folders else name
-    try:
-        for n in names:
-            if (p := find_confined("video", n, folders)) is not None:
-                return str(p), None
-    except TaskError as e:
-        return fallback, str(e)
-    where = ", ".join(map(str, dict.fromkeys(folders)))
-    return fallback, f"video {name} not found (looked in {where}; set --media-root)"
-
-
-def _image_list(row: dict, keys: list[str]) -> list[Any]:
-    out = []
-    for k in keys:
-        v = row.get(k)
-        if isinstance(v, LazyCell):
-            if v.column[v.index].is_valid:
-                out.append(v)
-        elif v:
-            out.append(v)
-    return out
-
-
-# ---------------------------------------------------------------- adapters (one per dataset schema)
-
-@adapter("docvqa")
-def _docvqa(rows: Rows, ctx: Context) -> Iterator[Sample]:
-    for r in rows.rows:
-        yield Sample(str(r["questionId"]), list(r["answers"] or []), r["question"], images=[r["image"]],
-                     meta={"question_types": ",".join(r.get("question_types") or [])})
-
-
-@adapter("chartqa")
-def _chartqa(rows: Rows, ctx: Context) -> Iterator[Sample]:
-    for i, r in enumerate(rows.rows):
-        yield Sample(str(i), r["answer"], r["question"], images=[r["image"]], meta={"type": r.get("type")})
-
-
-@adapter("textvqa")
-def _textvqa(rows: Rows, ctx: Context) -> Iterator[Sample]:
-    for r in rows.rows:
-        yield Sample(str(r["question_id"]), list(r["answers"] or []), r["question"], images=[r["image"]])
-
-
-def _literal_list(value: Any) -> list[str]:
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    if not value:
-        return []
-    try:
-        out = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        raise TaskError(f"options {value!r}: not a list literal") from None
-    return [str(v) for v in out]
-
-
-@adapter("mmmu")
-def _mmmu(rows: Rows, ctx: Context) -> Iterator[Sample]:
-    for r in rows.rows:
-        choices = _literal_list(r.get("options"))
-        sid = str(r["id"])
-        subject = re.sub(r"^(dev|validation|test)_", "", sid).rsplit("_", 1)[0]
-        yield Sample(sid, {"answer": str(r["answer"]), "choices": choices}, r["question"], choices=choices,
-                     images=_image_list(r, [f"image_{k}" for k in range(1, 8)]),
-                     meta={"subject": subject, "question_type": r.get("question_type")})
-
-
-def _strip_letter(option: str) -> str:
-    return re.sub(r"^\s*\(?[A-J][.):]\s*", "", option)
-
-
-@adapter("videomme")
-def _videomme(rows: Rows, ctx: Context) -> Iterator[Sample]:
-    for r in rows.rows:
-        path, err = resolve_video(str(r["videoID"]), ctx)
-        yield Sample(str(r["question_id"]), str(r["answer"]).strip(), r["question"],
-                     choices=[_strip_letter(o) for o in r["options"]], videos=[path], error=err,
-                     meta={"duration": r.get("duration"), "domain": r.get("domain"),
-                           "task_type": r.get("task_type"), "videoID": r.get("videoID")})
-
-
-@adapter("charades_sta")
-def _charades(rows: Rows, ctx: Context) -> Iterator[Sample]:
-    for i, r in enumerate(rows.rows):
-        path, err = resolve_video(str(r["video"]), ctx)
-        start, end = (float(t) for t in r["timestamp"])
-        yield Sample(str(i), [start, end], str(r["caption"]).strip().rstrip("."), videos=[path], error=err,
-                     meta={"video": r["video"]})
-
-
-@adapter("refcoco")
-def _refcoco(rows: Rows, ctx: Context) -> Iterator[Sample]:
-    for r in rows.rows:
-        try:  # boxes are scored in the image's pixels
-            w, h = open_image(r["image"], ctx.roots).size
-            err = None
-        except (TaskError, OSError) as e:
-            w = h = 0
-            err = str(e)
-        x, y, bw, bh = (float(v) for v in r["bbox"])
-        target = {"bbox": [x, y, x + bw, y + bh], "width": w, "height": h}
-        for k, expr in enumerate(r["answer"] or []):
-            yield Sample(f"{r['question_id']}/{k}", target, str(expr), images=[r["image"]], error=err)
-
-
-@adapter("mmlu")
-def _mmlu(rows: Rows, ctx: Context) -> Iterator[Sample]:
-    for i, r in enumerate(rows.rows):
-        ans = r["answer"]
-        letter = LETTERS[int(ans)] if not isinstance(ans, str) or ans.isdigit() else ans.strip().upper()
-        yield Sample(str(i), letter, r["question"], choices=[str(c) for c in r["choices"]],
-                     meta={"subject": r.get("subject")})
-
-
-def gsm8k_target(answer: str) -> str:
-    """The final number of a GSM8K solution ("... #### 1,234" -> "1234")."""
-    final = answer.split("####")[-1].strip()
-    return final.replace(",", "").replace("$", "").rstrip(".")
-
-
-@adapter("gsm8k")
-def _gsm8k(rows: Rows, ctx: Context) -> Iterator[Sample]:
-    for i, r in enumerate(rows.rows):
-        yield Sample(str(i), gsm8k_target(r["answer"]), r["question"])

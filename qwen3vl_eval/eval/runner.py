@@ -1,16 +1,16 @@
-"""The evaluation loop: samples -> conversations -> backend.chat -> parse -> score -> samples.jsonl, then
-results.json and report.md (CONTRACTS section 5).
+"""The evaluation loop: samples -> conversations -> backend.chat (batches) -> records in samples.jsonl, then
+results.json and report.md (CONTRACTS section 5). The log is `eval.sample_log`, scoring and results
+`eval.results`.
 
-Crash safety: each finished batch is appended to `samples.jsonl`, flushed and fsync'd, so a crash (even
-SIGKILL) loses at most the batch in flight. `resume=True` drops a torn last line and skips ids already logged.
-A sample that fails (missing or corrupt media, a prompt the backend rejects) is logged with its error, counts
-as 0 and in `n_errors`, and the run goes on; a batch that raises is retried one sample at a time to find the
-culprit.
+A sample that fails (missing or corrupt media, a prompt the backend rejects) is logged with its error, counts as
+0 and in `n_errors`, and the run goes on; a batch that raises is retried one sample at a time to find the
+culprit. `resume=True` skips ids already logged.
 
 Resources: an out-of-memory error (`torch.OutOfMemoryError`, a RuntimeError saying "out of memory", or
 `BatchOutOfMemory`) halves the batch and retries; later batches keep the smaller size, and results.json
 records the splits (`throughput.oom_splits`, `throughput.effective_batch_size`). `sample_timeout` marks every
-sample of a batch whose generation takes longer as an error (see `Generator`).
+sample of a batch whose generation takes longer as an error (see `Generator`). Signals (SIGINT, SIGTERM) are the
+command's (`commands/run.py`): finished batches are on disk already.
 
 Data parallel (`qwen3vl_eval.eval.distributed`): each rank generates a round-robin shard of the samples still to do
 and appends to its own `samples.rank{r}.jsonl`; after a barrier rank 0 merges every log into `samples.jsonl`
@@ -22,32 +22,30 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import logging
-import os
-import platform
-import re
 import sys
 import time
-import warnings
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-import PIL.Image
-
 from qwen3vl_eval.errors import TaskError
-from qwen3vl_eval.eval.data import Sample, open_image
+from qwen3vl_eval.eval.adapters import Sample
 from qwen3vl_eval.eval.distributed import SINGLE, Dist
-from qwen3vl_eval.eval.metrics import SCORERS, summarize
-from qwen3vl_eval.eval.parsers import PARSERS, strip_reasoning
+from qwen3vl_eval.eval.media import checked_image
 from qwen3vl_eval.eval.prompts import PROMPTS, build_messages
-from qwen3vl_eval.eval.reports import write_outputs
+from qwen3vl_eval.eval.results import (
+    TIMING_KEYS,
+    backend_timings,
+    finish,
+    now,
+    request_latencies,
+    score_sample,
+    throughput,
+)
+from qwen3vl_eval.eval.sample_log import append_records, merge_logs, rank_logs, read_records
 from qwen3vl_eval.eval.task import TaskSpec
-from qwen3vl_eval.processor.image import max_image_pixels
 
-TIMING_KEYS = ("preprocess", "vision", "prefill", "decode")
 log = logging.getLogger(__name__)
 
 
@@ -70,60 +68,12 @@ class Backend(Protocol):
         ...
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------- one sample
-
-def score_sample(spec: TaskSpec, sample: Sample, prediction: str | None, error: str | None = None,
-                 extra: dict | None = None) -> dict:
-    """The samples.jsonl record of one sample: raw prediction, reasoning (stripped before scoring), extracted
-    answer, target, per-sample scores, error."""
-    rec: dict[str, Any] = {"id": sample.id, "prediction": prediction}
-    if error is not None or prediction is None:
-        rec.update(extracted=None, parsed=False, target=sample.target, scores=None,
-                   error=error or "no prediction")
-    else:
-        reasoning, answer = strip_reasoning(prediction)
-        extracted = PARSERS[spec.parser](answer, sample)
-        scores = SCORERS[spec.scorer](extracted, sample.target)
-        rec.update(answer=answer, extracted=extracted, parsed=extracted is not None, target=sample.target,
-                   scores=scores, error=None)
-        # CONTRACTS section 5: the per-sample scores are fields of the line; `scores` groups them as well
-        rec.update({k: v for k, v in scores.items() if k not in rec})
-        if reasoning is not None:
-            rec["reasoning"] = reasoning
-    if sample.meta:
-        rec["meta"] = sample.meta
-    if extra:
-        rec.update(extra)
-    return rec
-
-
 def conversation(spec: TaskSpec, sample: Sample) -> list[dict]:
     """The chat messages of a sample; raises on missing or corrupt media."""
     if sample.error:
         raise TaskError(sample.error)
-    images = [_checked_image(ref, sample.media_roots) for ref in sample.images]
+    images = [checked_image(ref, sample.media_roots) for ref in sample.images]
     return build_messages(PROMPTS[spec.prompt], sample, images, spec.media)
-
-
-def _checked_image(ref: Any, roots: tuple[Path, ...]) -> Any:
-    """Open an image lazily (a path must lie inside `roots`), refuse a decompression bomb from its header size,
-    then decode it as RGB."""
-    with warnings.catch_warnings():  # PIL warns from 1x its limit; the processor's limit is PIL's 2x
-        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-        try:
-            img = open_image(ref, roots)
-        except PIL.Image.DecompressionBombError as e:
-            raise TaskError(f"refused as a possible decompression bomb ({e})") from None
-        w, h = img.size
-        limit = max_image_pixels()
-        if limit is not None and w * h > limit:
-            raise TaskError(f"image of {w}x{h} = {w * h} pixels is over the {limit} pixel limit "
-                            "(refused as a possible decompression bomb)")
-        return img.convert("RGB")
 
 
 def generation_kwargs(spec: TaskSpec, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -133,116 +83,11 @@ def generation_kwargs(spec: TaskSpec, overrides: dict[str, Any]) -> dict[str, An
     return out
 
 
-# ---------------------------------------------------------------- samples.jsonl
-
-def read_records(path: Path, repair: bool = False) -> list[dict]:
-    """Records of a samples.jsonl. A torn last line (a crash mid-write) is ignored, and cut off when `repair`;
-    a bad complete line is an error naming the line."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    records = []
-    for i, line in enumerate(data[:end].split(b"\n")[:-1], 1):
-        if line.strip():
-            rec = _record(line)
-            if rec is None:
-                raise TaskError(f"{path}:{i}: bad record (not a JSON object with an id)")
-            records.append(rec)
-    tail = data[end:]
-    if tail.strip():
-        rec = _record(tail)
-        if rec is not None:  # complete but for its newline
-            records.append(rec)
-            if repair:
-                with open(path, "ab") as f:
-                    f.write(b"\n")
-        elif repair:
-            with open(path, "r+b") as f:
-                f.truncate(end)
-    return records
-
-
-def _record(line: bytes) -> dict | None:
-    try:
-        rec = json.loads(line)
-    except ValueError:
-        return None
-    return rec if isinstance(rec, dict) and "id" in rec else None
-
-
-def backend_timings(backend: Any) -> dict[str, float]:
-    """Cumulative phase seconds of a backend, as `{preprocess, vision, prefill, decode, generated_tokens}`,
-    from a dict or an object with `as_dict()` (keys with or without an `_s` suffix)."""
-    t = getattr(backend, "timings", None)
-    if t is None:
-        return {}
-    raw = t.as_dict() if hasattr(t, "as_dict") else dict(t)
-    return {k.removesuffix("_s"): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
-
-
-def _append(f: Any, records: list[dict]) -> None:
-    """Append records as JSON lines in one write, then flush and fsync (a checkpoint per batch)."""
-    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def rank_logs(out_dir: Path) -> list[Path]:
-    """The `samples.rank{r}.jsonl` logs of a data-parallel run in `out_dir`, by rank."""
-    logs = [(int(m.group(1)), p) for p in out_dir.glob("samples.rank*.jsonl")
-            if (m := re.fullmatch(r"samples\.rank(\d+)\.jsonl", p.name))]
-    return [p for _, p in sorted(logs)]
-
-
-def merge_logs(out_dir: Path, samples: list[Sample]) -> list[dict]:
-    """Merge `samples.jsonl` and every rank log into `samples.jsonl` (dataset order, the first record of each
-    id kept; ids not in `samples` kept at the end), written atomically; then delete the rank logs. A file
-    already in order, with no rank logs, is only repaired. Returns the records."""
-    path = out_dir / "samples.jsonl"
-    parts = rank_logs(out_dir)
-    records: list[dict] = []
-    seen: set = set()
-    for p in [path, *parts]:
-        for r in read_records(p, repair=True):
-            if r["id"] not in seen:
-                seen.add(r["id"])
-                records.append(r)
-    order = {s.id: i for i, s in enumerate(samples)}
-    ranked = sorted(records, key=lambda r: order.get(r["id"], len(order)))
-    if not parts and ranked == records:
-        return records
-    records = ranked
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        _append(f, records)
-    os.replace(tmp, path)
-    _fsync_dir(out_dir)
-    for p in parts:
-        p.unlink()
-    return records
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _as_dict(params: Any) -> dict:
     if dataclasses.is_dataclass(params):
         return dataclasses.asdict(params)
     return dict(params) if isinstance(params, dict) else dict(vars(params))
 
-
-# ---------------------------------------------------------------- a task
 
 def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: Path, params: Any, *,
              batch_size: int = 1, resume: bool = False, config: dict | None = None,
@@ -280,7 +125,7 @@ def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: P
             records = gen.run_batch(batch)
             tokens += sum(r.get("generated_tokens") or 0 for r in records)
             n_errors += sum(bool(r["error"]) for r in records)
-            _append(f, records)
+            append_records(f, records)
             if on_progress:
                 on_progress(len(batch), n_errors)
     wall = time.perf_counter() - t0
@@ -290,49 +135,17 @@ def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: P
     stats = {"samples": len(mine), "wall_s": wall, "tokens": tokens, "oom_splits": gen.oom_splits,
              "timeouts": gen.timeouts, "effective_batch_size": gen.batch_size,
              "time_s": {k: timings1.get(k, 0.0) - timings0.get(k, 0.0) for k in TIMING_KEYS},
-             "request_latency_s": _request_latencies(backend, requests0)}
+             "request_latency_s": request_latencies(backend, requests0)}
     per_rank = dist.gather(stats)  # also the barrier: every rank log is complete after it
     if not dist.is_main:
         return None
     records = merge_logs(out_dir, samples)
-    n = sum(r["samples"] for r in per_rank)
-    wall = max(r["wall_s"] for r in per_rank)
-    tokens = sum(r["tokens"] for r in per_rank)
-    throughput = {
-        "samples": n, "wall_s": round(wall, 3),
-        "samples_per_s": round(n / wall, 4) if wall > 0 and n else None,
-        "generated_tokens": tokens,
-        "generated_tokens_per_s": round(tokens / wall, 2) if wall > 0 and n else None,
-        "time_s": {k: round(sum(r["time_s"][k] for r in per_rank), 4) for k in TIMING_KEYS},
-        "resumed_from": len(done),
-        "ranks": dist.world_size,
-        "oom_splits": sum(r["oom_splits"] for r in per_rank),
-        "effective_batch_size": min(r["effective_batch_size"] for r in per_rank),
-        "timeouts": sum(r["timeouts"] for r in per_rank),
-    }
-    latencies = sorted(x for r in per_rank for x in r["request_latency_s"])
-    if latencies or hasattr(backend, "requests"):
-        throughput["requests"] = latency_summary(latencies)
-    extra = {"model_info": dict(getattr(backend, "info", {}) or {}), "throughput": throughput,
+    extra = {"model_info": dict(getattr(backend, "info", {}) or {}),
+             "throughput": throughput(per_rank, resumed_from=len(done), with_requests=hasattr(backend, "requests")),
              "started": started, "finished": now(), "data_source": data_source}
     cfg = {**(config or {}), "batch_size": batch_size, "generation": _as_dict(params),
            "sample_timeout": sample_timeout, "world_size": dist.world_size}
     return finish(spec, samples, records, out_dir, cfg, extra)
-
-
-def _request_latencies(backend: Any, start: int) -> list[float]:
-    """Seconds of each successful request a server backend (`backend.requests`) made since index `start`."""
-    requests = getattr(backend, "requests", None) or []
-    return [float(r.latency_s) for r in requests[start:] if getattr(r, "error", None) is None]
-
-
-def latency_summary(latencies: list[float]) -> dict[str, Any]:
-    """n, mean, p50, p90, max of request latencies in seconds (sorted input)."""
-    if not latencies:
-        return {"n": 0}
-    pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 4)  # noqa: E731
-    return {"n": len(latencies), "mean_s": round(sum(latencies) / len(latencies), 4), "p50_s": pick(0.5),
-            "p90_s": pick(0.9), "max_s": round(latencies[-1], 4)}
 
 
 def is_oom(e: BaseException) -> bool:
@@ -455,101 +268,3 @@ class Generator:
                 extra = {"finish_reason": getattr(reply, "finish_reason", None), "generated_tokens": n_tokens}
                 records[s.id] = score_sample(spec, s, reply.text, extra=extra)
         return [records[s.id] for s in batch]
-
-
-# ---------------------------------------------------------------- results
-
-def finish(spec: TaskSpec, samples: list[Sample], records: list[dict], out_dir: Path, config: dict,
-           extra: dict) -> dict:
-    """Aggregate the records of `samples` (last record per id, dataset order) into results.json and report.md."""
-    by_id = {r["id"]: r for r in records}
-    ordered = [by_id[s.id] for s in samples if s.id in by_id]
-    summary = summarize(spec.metrics, ordered, spec.group_by)
-    results = {
-        "task": spec.task,
-        "model": config.get("model"),
-        **summary,
-        "primary_metric": spec.primary_metric,
-        "higher_is_better": {m: True for m in spec.metrics} | {"parse_failure_rate": False},
-        "config": config,
-        "throughput": extra.pop("throughput", None),
-        "versions": versions(spec),
-        "created": now(),
-        **extra,
-    }
-    write_outputs(out_dir, results, ordered, spec)
-    return results
-
-
-def versions(spec: TaskSpec) -> dict[str, Any]:
-    """Versions of everything that decides a number: task, prompt (+ hash), parser, harness, libraries."""
-    import qwen3vl_eval
-
-    prompt, parser = PROMPTS[spec.prompt], PARSERS[spec.parser]
-    out: dict[str, Any] = {
-        "task": spec.version, "prompt": f"{prompt.name}@{prompt.version}", "prompt_hash": prompt.hash,
-        "parser": f"{parser.name}@{parser.version}", "scorer": spec.scorer,
-        "harness": getattr(qwen3vl_eval, "__version__", None), "python": platform.python_version(),
-    }
-    if spec.data.source == "synth":
-        from qwen3vl_eval.eval.synth import VERSION
-
-        out["synth"] = VERSION
-    try:
-        import torch
-
-        out["torch"] = torch.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return out
-
-
-def read_predictions(path: Path) -> dict[str, dict]:
-    """`{"id": ..., "prediction": "..."}` lines (a run's samples.jsonl works too) -> records by id."""
-    if not path.is_file():
-        raise TaskError(f"--predictions {path}: no such file")
-    out: dict[str, dict] = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError as e:
-            raise TaskError(f"{path}:{i}: not valid JSON: {e}") from None
-        if not isinstance(rec, dict) or "id" not in rec:
-            raise TaskError(f"{path}:{i}: field id missing")
-        if "prediction" not in rec:
-            raise TaskError(f"{path}:{i}: field prediction missing")
-        pred = rec["prediction"]
-        if pred is None and not rec.get("error"):
-            raise TaskError(f"{path}:{i}: field prediction is null without an error")
-        if pred is not None and not isinstance(pred, str):
-            raise TaskError(f"{path}:{i}: field prediction must be a string")
-        sid = str(rec["id"])
-        if sid in out:
-            raise TaskError(f"{path}:{i}: duplicate id {sid!r}")
-        out[sid] = rec
-    return out
-
-
-def score_predictions(spec: TaskSpec, samples: list[Sample], predictions: Path, out_dir: Path,
-                      config: dict | None = None, data_source: str = "") -> dict:
-    """Score a predictions file against a task's samples without a model; same outputs as `run_task`."""
-    preds = read_predictions(predictions)
-    known = {s.id for s in samples}
-    unknown = [k for k in preds if k not in known]
-    if unknown:
-        raise TaskError(f"{predictions}: field id: {len(unknown)} id(s) not in task {spec.task}, "
-                        f"e.g. {unknown[0]!r}")
-    records = []
-    for s in samples:
-        p = preds.get(s.id)
-        if p is not None:
-            records.append(score_sample(spec, s, p["prediction"], p.get("error") if p["prediction"] is None
-                                        else None))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "samples.jsonl", "w", encoding="utf-8") as f:
-        _append(f, records)
-    cfg = {"model": None, "predictions": str(predictions), **(config or {})}
-    extra = {"n_missing": len(samples) - len(records), "data_source": data_source}
-    return finish(spec, samples, records, out_dir, cfg, extra)

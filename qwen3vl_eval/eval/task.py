@@ -108,7 +108,7 @@ def _read_yaml(path: Path, depth: int = 0) -> dict:
 
 def parse_task(raw: dict, source: str = "<dict>") -> TaskSpec:
     """Validate a merged task mapping against the schema and the registries."""
-    from qwen3vl_eval.eval.data import ADAPTERS
+    from qwen3vl_eval.eval.adapters import ADAPTERS
     from qwen3vl_eval.eval.metrics import METRICS, SCORERS
     from qwen3vl_eval.eval.parsers import PARSERS
     from qwen3vl_eval.eval.prompts import PROMPTS

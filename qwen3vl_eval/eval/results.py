@@ -1,0 +1,172 @@
+"""Scoring and results: a sample's record (parse, score), then per task `results.json` (metrics, throughput,
+versions, provenance) and `report.md` (CONTRACTS section 5). `score_predictions` does the same for saved
+predictions, without a model."""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from qwen3vl_eval.errors import TaskError
+from qwen3vl_eval.eval.adapters import Sample
+from qwen3vl_eval.eval.metrics import SCORERS, summarize
+from qwen3vl_eval.eval.parsers import PARSERS, strip_reasoning
+from qwen3vl_eval.eval.prompts import PROMPTS
+from qwen3vl_eval.eval.reports import write_outputs
+from qwen3vl_eval.eval.sample_log import read_predictions, write_records
+from qwen3vl_eval.eval.task import TaskSpec
+
+TIMING_KEYS = ("preprocess", "vision", "prefill", "decode")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- one sample
+
+def score_sample(spec: TaskSpec, sample: Sample, prediction: str | None, error: str | None = None,
+                 extra: dict | None = None) -> dict:
+    """The samples.jsonl record of one sample: raw prediction, reasoning (stripped before scoring), extracted
+    answer, target, per-sample scores, error."""
+    rec: dict[str, Any] = {"id": sample.id, "prediction": prediction}
+    if error is not None or prediction is None:
+        rec.update(extracted=None, parsed=False, target=sample.target, scores=None,
+                   error=error or "no prediction")
+    else:
+        reasoning, answer = strip_reasoning(prediction)
+        extracted = PARSERS[spec.parser](answer, sample)
+        scores = SCORERS[spec.scorer](extracted, sample.target)
+        rec.update(answer=answer, extracted=extracted, parsed=extracted is not None, target=sample.target,
+                   scores=scores, error=None)
+        # CONTRACTS section 5: the per-sample scores are fields of the line; `scores` groups them as well
+        rec.update({k: v for k, v in scores.items() if k not in rec})
+        if reasoning is not None:
+            rec["reasoning"] = reasoning
+    if sample.meta:
+        rec["meta"] = sample.meta
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+# ---------------------------------------------------------------- throughput
+
+def backend_timings(backend: Any) -> dict[str, float]:
+    """Cumulative phase seconds of a backend, as `{preprocess, vision, prefill, decode, generated_tokens}`,
+    from a dict or an object with `as_dict()` (keys with or without an `_s` suffix)."""
+    t = getattr(backend, "timings", None)
+    if t is None:
+        return {}
+    raw = t.as_dict() if hasattr(t, "as_dict") else dict(t)
+    return {k.removesuffix("_s"): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+
+
+def request_latencies(backend: Any, start: int) -> list[float]:
+    """Seconds of each successful request a server backend (`backend.requests`) made since index `start`."""
+    requests = getattr(backend, "requests", None) or []
+    return [float(r.latency_s) for r in requests[start:] if getattr(r, "error", None) is None]
+
+
+def latency_summary(latencies: list[float]) -> dict[str, Any]:
+    """n, mean, p50, p90, max of request latencies in seconds (sorted input)."""
+    if not latencies:
+        return {"n": 0}
+    pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 4)  # noqa: E731
+    return {"n": len(latencies), "mean_s": round(sum(latencies) / len(latencies), 4), "p50_s": pick(0.5),
+            "p90_s": pick(0.9), "max_s": round(latencies[-1], 4)}
+
+
+def throughput(per_rank: list[dict], *, resumed_from: int, with_requests: bool) -> dict[str, Any]:
+    """results.json `throughput` from each rank's counters (`samples`, `wall_s`, `tokens`, `oom_splits`,
+    `timeouts`, `effective_batch_size`, `time_s`, `request_latency_s`): wall time is the slowest rank's."""
+    n = sum(r["samples"] for r in per_rank)
+    wall = max(r["wall_s"] for r in per_rank)
+    tokens = sum(r["tokens"] for r in per_rank)
+    out: dict[str, Any] = {
+        "samples": n, "wall_s": round(wall, 3),
+        "samples_per_s": round(n / wall, 4) if wall > 0 and n else None,
+        "generated_tokens": tokens,
+        "generated_tokens_per_s": round(tokens / wall, 2) if wall > 0 and n else None,
+        "time_s": {k: round(sum(r["time_s"][k] for r in per_rank), 4) for k in TIMING_KEYS},
+        "resumed_from": resumed_from,
+        "ranks": len(per_rank),
+        "oom_splits": sum(r["oom_splits"] for r in per_rank),
+        "effective_batch_size": min(r["effective_batch_size"] for r in per_rank),
+        "timeouts": sum(r["timeouts"] for r in per_rank),
+    }
+    latencies = sorted(x for r in per_rank for x in r["request_latency_s"])
+    if latencies or with_requests:
+        out["requests"] = latency_summary(latencies)
+    return out
+
+
+# ---------------------------------------------------------------- results
+
+def finish(spec: TaskSpec, samples: list[Sample], records: list[dict], out_dir: Path, config: dict,
+           extra: dict) -> dict:
+    """Aggregate the records of `samples` (last record per id, dataset order) into results.json and report.md."""
+    by_id = {r["id"]: r for r in records}
+    ordered = [by_id[s.id] for s in samples if s.id in by_id]
+    summary = summarize(spec.metrics, ordered, spec.group_by)
+    results = {
+        "task": spec.task,
+        "model": config.get("model"),
+        **summary,
+        "primary_metric": spec.primary_metric,
+        "higher_is_better": {m: True for m in spec.metrics} | {"parse_failure_rate": False},
+        "config": config,
+        "throughput": extra.pop("throughput", None),
+        "versions": versions(spec),
+        "created": now(),
+        **extra,
+    }
+    write_outputs(out_dir, results, ordered, spec)
+    return results
+
+
+def versions(spec: TaskSpec) -> dict[str, Any]:
+    """Versions of everything that decides a number: task, prompt (+ hash), parser, harness, libraries."""
+    import qwen3vl_eval
+
+    prompt, parser = PROMPTS[spec.prompt], PARSERS[spec.parser]
+    out: dict[str, Any] = {
+        "task": spec.version, "prompt": f"{prompt.name}@{prompt.version}", "prompt_hash": prompt.hash,
+        "parser": f"{parser.name}@{parser.version}", "scorer": spec.scorer,
+        "harness": getattr(qwen3vl_eval, "__version__", None), "python": platform.python_version(),
+    }
+    if spec.data.source == "synth":
+        from qwen3vl_eval.eval.synth import VERSION
+
+        out["synth"] = VERSION
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def score_predictions(spec: TaskSpec, samples: list[Sample], predictions: Path, out_dir: Path,
+                      config: dict | None = None, data_source: str = "") -> dict:
+    """Score a predictions file against a task's samples without a model; same outputs as `run_task`."""
+    preds = read_predictions(predictions)
+    known = {s.id for s in samples}
+    unknown = [k for k in preds if k not in known]
+    if unknown:
+        raise TaskError(f"{predictions}: field id: {len(unknown)} id(s) not in task {spec.task}, "
+                        f"e.g. {unknown[0]!r}")
+    records = []
+    for s in samples:
+        p = preds.get(s.id)
+        if p is not None:
+            records.append(score_sample(spec, s, p["prediction"], p.get("error") if p["prediction"] is None
+                                        else None))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_records(out_dir / "samples.jsonl", records)
+    cfg = {"model": None, "predictions": str(predictions), **(config or {})}
+    extra = {"n_missing": len(samples) - len(records), "data_source": data_source}
+    return finish(spec, samples, records, out_dir, cfg, extra)

@@ -1,0 +1,142 @@
+"""`samples.jsonl`, the run's log (CONTRACTS section 5): one JSON line per finished sample.
+
+Crash safety: each finished batch is appended in one write, flushed and fsync'd (`append_records`), so a crash
+(even SIGKILL) loses at most the batch in flight. Reading drops a torn last line, and a resume cuts it off
+(`read_records(repair=True)`). A data-parallel run writes one `samples.rank{r}.jsonl` per rank; `merge_logs`
+folds them into `samples.jsonl` in dataset order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import IO, Any
+
+from qwen3vl_eval.errors import TaskError
+from qwen3vl_eval.eval.adapters import Sample
+
+
+def read_records(path: Path, repair: bool = False) -> list[dict]:
+    """Records of a samples.jsonl. A torn last line (a crash mid-write) is ignored, and cut off when `repair`;
+    a bad complete line is an error naming the line."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    records = []
+    for i, line in enumerate(data[:end].split(b"\n")[:-1], 1):
+        if line.strip():
+            rec = _record(line)
+            if rec is None:
+                raise TaskError(f"{path}:{i}: bad record (not a JSON object with an id)")
+            records.append(rec)
+    tail = data[end:]
+    if tail.strip():
+        rec = _record(tail)
+        if rec is not None:  # complete but for its newline
+            records.append(rec)
+            if repair:
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+        elif repair:
+            with open(path, "r+b") as f:
+                f.truncate(end)
+    return records
+
+
+def _record(line: bytes) -> dict | None:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) and "id" in rec else None
+
+
+def append_records(f: IO[str], records: list[dict]) -> None:
+    """Append records as JSON lines in one write, then flush and fsync (a checkpoint per batch)."""
+    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def write_records(path: Path, records: list[dict]) -> None:
+    """Replace `path` with `records` atomically (temp file, fsync, rename, fsync of the folder)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        append_records(f, records)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable (where the platform has directory file descriptors)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def rank_logs(out_dir: Path) -> list[Path]:
+    """The `samples.rank{r}.jsonl` logs of a data-parallel run in `out_dir`, by rank."""
+    logs = [(int(m.group(1)), p) for p in out_dir.glob("samples.rank*.jsonl")
+            if (m := re.fullmatch(r"samples\.rank(\d+)\.jsonl", p.name))]
+    return [p for _, p in sorted(logs)]
+
+
+def merge_logs(out_dir: Path, samples: list[Sample]) -> list[dict]:
+    """Merge `samples.jsonl` and every rank log into `samples.jsonl` (dataset order, the first record of each
+    id kept; ids not in `samples` kept at the end), written atomically; then delete the rank logs. A file
+    already in order, with no rank logs, is only repaired. Returns the records."""
+    path = out_dir / "samples.jsonl"
+    parts = rank_logs(out_dir)
+    records: list[dict] = []
+    seen: set = set()
+    for p in [path, *parts]:
+        for r in read_records(p, repair=True):
+            if r["id"] not in seen:
+                seen.add(r["id"])
+                records.append(r)
+    order = {s.id: i for i, s in enumerate(samples)}
+    ranked = sorted(records, key=lambda r: order.get(r["id"], len(order)))
+    if not parts and ranked == records:
+        return records
+    write_records(path, ranked)
+    for p in parts:
+        p.unlink()
+    return ranked
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """`{"id": ..., "prediction": "..."}` lines (a run's samples.jsonl works too) -> records by id."""
+    if not path.is_file():
+        raise TaskError(f"--predictions {path}: no such file")
+    out: dict[str, dict] = {}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec: Any = json.loads(line)
+        except ValueError as e:
+            raise TaskError(f"{path}:{i}: not valid JSON: {e}") from None
+        if not isinstance(rec, dict) or "id" not in rec:
+            raise TaskError(f"{path}:{i}: field id missing")
+        if "prediction" not in rec:
+            raise TaskError(f"{path}:{i}: field prediction missing")
+        pred = rec["prediction"]
+        if pred is None and not rec.get("error"):
+            raise TaskError(f"{path}:{i}: field prediction is null without an error")
+        if pred is not None and not isinstance(pred, str):
+            raise TaskError(f"{path}:{i}: field prediction must be a string")
+        sid = str(rec["id"])
+        if sid in out:
+            raise TaskError(f"{path}:{i}: duplicate id {sid!r}")
+        out[sid] = rec
+    return out
