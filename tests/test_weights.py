@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from qwen3vl_eval.checkpoints.hub import resolve_model
 from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS, build_tiny_checkpoint
 from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.model.weights import build_model, load_model
@@ -91,10 +92,10 @@ def test_hub_id_through_the_local_cache(tmp_path, monkeypatch, tiny_ckpt):
     (repo / "refs" / "main").write_text("abc123")
     shutil.copytree(tiny_ckpt, repo / "snapshots" / "abc123")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    model = load_model("Qwen/Qwen3-VL-Tiny", dtype=torch.float32)
+    model = load_model(resolve_model("Qwen/Qwen3-VL-Tiny"), dtype=torch.float32)
     assert model.config == TINY_CONFIGS["default"]
     with pytest.raises(CheckpointError, match="not in the local Hugging Face cache"):
-        load_model("Qwen/Qwen3-VL-Absent")
+        resolve_model("Qwen/Qwen3-VL-Absent")
 
 
 def test_build_model_random_weights():

@@ -41,14 +41,15 @@ def _read_json(path: Path) -> dict:
 class HFBackend:
     """Replies from transformers' Qwen3-VL implementation, with the Engine's `chat` interface."""
 
-    def __init__(self, model: str | os.PathLike, *, device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(self, model: str | os.PathLike, *, device: str | torch.device = "auto",
+                 dtype: str | torch.dtype = "auto", model_name: str | None = None) -> None:
         try:
             import transformers
             from transformers import AutoProcessor
         except ImportError:
             raise InputError(GOLDEN_HINT) from None
         self.path = resolve_model(model)
-        self.name = str(model)
+        self.name = model_name or str(model)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         model_type = _read_json(self.path / "config.json").get("model_type")

@@ -36,12 +36,15 @@ class Reply:
 
 
 class Engine:
-    """Load a checkpoint (folder, Hub id in the local cache, or `tiny`) and answer conversations."""
+    """Load a checkpoint (folder, Hub id in the local cache, or `tiny`) and answer conversations. Commands pass
+    what they resolved (`commands.resolve_target`): the folder, torch device and dtype, and
+    `model_name`, the `--model` value recorded in `info`."""
 
-    def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto",
-                 video_prompt: str = "trained", fast: bool | None = None, vision_cache_mb: int = 1024) -> None:
+    def __init__(self, model: str | Path, *, device: str | torch.device = "auto",
+                 dtype: str | torch.dtype = "auto", video_prompt: str = "trained", fast: bool | None = None,
+                 vision_cache_mb: int = 1024, model_name: str | None = None) -> None:
         self.path = resolve_model(model)
-        self.name = str(model)
+        self.name = model_name or str(model)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.video_prompt = video_prompt

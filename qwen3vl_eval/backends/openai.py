@@ -258,7 +258,7 @@ class OpenAIBackend:
 
     def __init__(self, base_url: str, *, api_key_env: str | None = None, served_model_name: str | None = None,
                  concurrency: int = 4, timeout: float = 120.0, retries: int = 3, video_mode: str = "frames",
-                 video_url_scheme: str = "data", processor: str | os.PathLike | None = None,
+                 video_url_scheme: str = "data", processor: str | os.PathLike | None = None,  # a folder
                  backoff: float = 1.0, max_backoff: float = 60.0) -> None:
         if video_mode not in VIDEO_MODES:
             raise InputError(f"video_mode must be one of {', '.join(VIDEO_MODES)}, got {video_mode!r}")
@@ -438,14 +438,13 @@ def _error_message(response: httpx.Response) -> str:
 
 
 def _video_settings(processor: str | os.PathLike | None) -> VideoSettings:
-    """Frame sampling settings: a checkpoint folder's video_preprocessor_config.json (or a Hub id in the local
-    cache), else Qwen3-VL's defaults."""
+    """Frame sampling settings: a checkpoint folder's video_preprocessor_config.json, else Qwen3-VL's defaults."""
     if processor is None:
         path = Path(__file__).parents[1] / "assets" / "qwen3vl" / "video_preprocessor_config.json"
     else:
-        from qwen3vl_eval.checkpoints.hub import resolve_model
-
-        path = resolve_model(processor) / "video_preprocessor_config.json"
+        if not (Path(processor) / "config.json").is_file():
+            raise InputError(f"{processor}: not a checkpoint folder (no config.json)")
+        path = Path(processor) / "video_preprocessor_config.json"
         if not path.is_file():
             return VideoSettings()
     try:

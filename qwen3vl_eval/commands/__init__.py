@@ -1,18 +1,47 @@
 """One module per CLI command; `qwen3vl_eval.cli` registers them. Commands are thin: they parse options, call
-library functions, and print. `handle_errors` turns input errors into one line on stderr and exit code 2."""
+library functions, and print. `handle_errors` turns input errors into one line on stderr and exit code 2;
+`resolve_target` turns `--model`, `--device` and `--dtype` into a folder and torch objects, once per command."""
 
 from __future__ import annotations
 
 import functools
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from qwen3vl_eval.errors import InputError
 
+if TYPE_CHECKING:
+    import torch
+
 F = TypeVar("F", bound=Callable)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a command runs on: `--model` as given (for reports), its checkpoint folder (None without a model,
+    e.g. `bench --preset`), and the torch device and dtype."""
+
+    name: str | None
+    path: Path | None
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_target(model: str | None, device: str = "auto", dtype: str = "auto") -> Target:
+    """The one place a command resolves its model options: a local folder, a Hub id in the local cache or a
+    tiny checkpoint name (`qwen3vl_eval.checkpoints.hub.resolve_model`), then `--device` and `--dtype`
+    (`qwen3vl_eval.runtime.device`). InputError (exit 2) for any that cannot be resolved."""
+    from qwen3vl_eval.checkpoints.hub import resolve_model
+    from qwen3vl_eval.runtime.device import resolve_device, resolve_dtype
+
+    path = resolve_model(model) if model is not None else None
+    dev = resolve_device(device)
+    return Target(None if model is None else str(model), path, dev, resolve_dtype(dtype, dev))
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from qwen3vl_eval.commands import handle_errors
+from qwen3vl_eval.commands import handle_errors, resolve_target
 from qwen3vl_eval.errors import InputError
 
 
@@ -55,7 +55,6 @@ def bench(
     """
     from qwen3vl_eval.bench import core as B
     from qwen3vl_eval.model.config import Qwen3VLConfig
-    from qwen3vl_eval.runtime.device import resolve_device, resolve_dtype
 
     if (model is None) == (preset is None):
         raise InputError("give exactly one of --model DIR|ID and --preset NAME")
@@ -65,19 +64,15 @@ def bench(
         raise InputError("--baseline hf needs transformers (pip install -e '.[golden]')")
     if new_tokens < 1 or warmup < 0 or repeats < 1:
         raise InputError("--new-tokens and --repeats must be >= 1, --warmup >= 0")
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    target = resolve_target(model, device, dtype)
+    dev, dt, model_dir = target.device, target.dtype, target.path
     if fast and dev.type != "cuda":
         raise InputError("--fast needs a CUDA device")
     use_fast = fast if fast is not None else dev.type == "cuda"
     if compile_step and not use_fast:
         raise InputError("--compile needs the CUDA-graph decode step (--fast on a CUDA device)")
 
-    model_dir = None
-    if model is not None:
-        from qwen3vl_eval.checkpoints.hub import resolve_model
-
-        model_dir = resolve_model(model)
+    if model_dir is not None:
         config = Qwen3VLConfig.from_file(model_dir / "config.json")
         name = model
     else:

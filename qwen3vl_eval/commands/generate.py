@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from qwen3vl_eval.commands import handle_errors, read_messages
+from qwen3vl_eval.commands import handle_errors, read_messages, resolve_target
 
 
 @handle_errors
@@ -33,7 +33,9 @@ def main(
     from qwen3vl_eval.backends.native import Engine
 
     conversations = read_messages(messages)
-    engine = Engine(model, device=device, dtype=dtype, video_prompt=video_prompt)
+    target = resolve_target(model, device, dtype)
+    engine = Engine(target.path, device=target.device, dtype=target.dtype, video_prompt=video_prompt,
+                    model_name=target.name)
     params = engine.params(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                            repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, seed=seed,
                            stop=tuple(stop) if stop else None, ignore_eos=ignore_eos)

@@ -8,8 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from qwen3vl_eval.commands import handle_errors
-from qwen3vl_eval.runtime.device import resolve_device, resolve_dtype
+from qwen3vl_eval.commands import handle_errors, resolve_target
 
 
 @handle_errors
@@ -28,8 +27,8 @@ def main(
     """Run each golden case and print a per-key table; exit 1 when any key fails."""
     from qwen3vl_eval.model.parity import load_case, run_case, write_json  # heavy imports after --help
 
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    target = resolve_target(None, device, dtype)  # each case names its own checkpoint folder
+    dev, dt = target.device, target.dtype
     loaded = [load_case(c) for c in cases]  # all validated before anything runs
     console = Console(width=max(Console().width, 120))  # keep key names whole when piped
     results = []

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from qwen3vl_eval.commands import handle_errors, read_messages
+from qwen3vl_eval.commands import handle_errors, read_messages, resolve_target
 
 
 def collapse_runs(text: str, tokens: list[str]) -> str:
@@ -35,7 +35,7 @@ def preprocess(
     from qwen3vl_eval.processor import Processor
 
     conversations = read_messages(messages)
-    processor = Processor.from_pretrained(model)
+    processor = Processor.from_pretrained(resolve_target(model).path)
     batch = processor(conversations, video_prompt=video_prompt, base_dir=messages.resolve().parent)
     pads = [processor.image_token, processor.video_token]
     for i, prompt in enumerate(batch.prompts):

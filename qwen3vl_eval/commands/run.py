@@ -26,7 +26,7 @@ from typing import Any, Optional, TypeVar
 
 import typer
 
-from qwen3vl_eval.commands import fail, handle_errors
+from qwen3vl_eval.commands import fail, handle_errors, resolve_target
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.eval import distributed
 
@@ -194,6 +194,9 @@ def run(
     from qwen3vl_eval.backends import make_backend
     from qwen3vl_eval.model.sampling import GenerationParams
 
+    if backend != "openai":  # the folder, device and dtype the model runs on, resolved once
+        target = resolve_target(model, device, dtype)
+        backend_options.update(model=target.path, model_name=target.name, device=target.device, dtype=target.dtype)
     engine = make_backend(backend, **backend_options)
     config = {"model": model, "backend": backend, "device": device, "dtype": dtype, "video_prompt": video_prompt,
               "limit": limit, "seed": seed, "data": data, "media_root": str(media_root) if media_root else None,
@@ -271,21 +274,21 @@ _OPENAI_KEYS = dict(zip(("base_url", "api_key_env", "served_model_name", "concur
                          "video_mode", "video_url_scheme"), OPENAI_OPTIONS))
 
 
-def _local_checkpoint(model: str) -> str | None:
-    """`model` when it names a checkpoint available here (folder, tiny, Hub id in the local cache), else None."""
-    from qwen3vl_eval.checkpoints.hub import resolve_model
-
+def _local_checkpoint(model: str) -> Path | None:
+    """The folder of `model` when it names a checkpoint available here (folder, tiny, Hub id in the local
+    cache), else None."""
     try:
-        resolve_model(model)
+        return resolve_target(model).path
     except InputError:
         return None
-    return model
 
 
 def _recorded_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
     """What results.json keeps of the backend options: no credentials (the key's variable name only, the URL
     without user, password or query)."""
-    out = {k: v for k, v in options.items() if k not in ("model", "device", "dtype", "video_prompt")}
+    out = {k: v for k, v in options.items() if k not in ("model", "model_name", "device", "dtype", "video_prompt")}
+    if out.get("processor") is not None:
+        out["processor"] = options["model"]  # the --model value whose folder it is
     if "base_url" in out:
         from qwen3vl_eval.backends.openai import _redact_url
 

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from qwen3vl_eval.commands import handle_errors
+from qwen3vl_eval.commands import handle_errors, resolve_target
 from qwen3vl_eval.errors import InputError
 
 
@@ -55,7 +55,9 @@ def serve(
     if not _is_loopback(host) and api_key is None:
         print(f"warning: listening on {host} without --api-key-env; anyone who can reach it can use the model "
               f"and make it read files it can see", file=sys.stderr)
-    engine = Engine(model, device=device, dtype=dtype, video_prompt=video_prompt)
+    target = resolve_target(model, device, dtype)
+    engine = Engine(target.path, device=target.device, dtype=target.dtype, video_prompt=video_prompt,
+                    model_name=target.name)
     name = served_model_name or model
     print(f"serving {name} on http://{host}:{port}/v1 ({engine.info['device']}, {engine.info['dtype']})",
           file=sys.stderr)

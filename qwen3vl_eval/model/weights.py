@@ -1,4 +1,5 @@
-"""Checkpoint loading: a Hugging Face Qwen3-VL folder (or cached Hub id) to a `Qwen3VL` on a device.
+"""Checkpoint loading: a Hugging Face Qwen3-VL folder to a `Qwen3VL` on a device (commands resolve `--model`
+values such as Hub ids to folders: `qwen3vl_eval.checkpoints.hub.resolve_model`).
 
 The model is built on the meta device (no memory, no random init), each tensor is read from its safetensors
 file through a memory map, cast, moved to the device, and assigned in place of the meta parameter, so host
@@ -16,17 +17,16 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from qwen3vl_eval.checkpoints.hub import resolve_model
 from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.model.config import Qwen3VLConfig
 from qwen3vl_eval.model.moe import expert_layout_error
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 
 
-def load_model(path_or_hub_id: str | Path, *, device: torch.device | str = "cpu",
+def load_model(path: str | Path, *, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.bfloat16) -> Qwen3VL:
-    """Load a checkpoint folder or Hub id (CONTRACTS section 1) in eval mode on `device` in `dtype`."""
-    path = resolve_model(path_or_hub_id)
+    """Load a checkpoint folder (CONTRACTS section 1) in eval mode on `device` in `dtype`."""
+    path = Path(path)
     config = Qwen3VLConfig.from_file(path / "config.json")
     files = weight_files(path)
     with torch.device("meta"):

@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from qwen3vl_eval.checkpoints.hub import resolve_model
 from qwen3vl_eval.errors import CheckpointError, ProcessorError
 from qwen3vl_eval.processor.batch import BatchInputs
 from qwen3vl_eval.processor.chat import load_chat_template, render_chat
@@ -60,8 +59,8 @@ class Processor:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> Processor:
-        """Load from a checkpoint folder (or a Hub id in the local cache)."""
-        folder = resolve_model(path)
+        """Load from a checkpoint folder (commands resolve Hub ids and tiny names to folders first)."""
+        folder = Path(path)
         tokenizer = Tokenizer.from_pretrained(folder)
         config = _read_json(folder / "config.json")
         token_ids = {}

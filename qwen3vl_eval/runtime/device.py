@@ -13,10 +13,13 @@ if TYPE_CHECKING:
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` is cuda when available, else cpu; `cuda:N` must exist."""
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """`auto` is cuda when available, else cpu; `cuda:N` must exist. A torch.device (already resolved) is
+    returned as is."""
     import torch
 
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -34,10 +37,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise InputError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is bfloat16 on CUDA and float32 on CPU (the exact reference path)."""
+def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """`auto` is bfloat16 on CUDA and float32 on CPU (the exact reference path). A torch.dtype (already
+    resolved) is returned as is."""
     import torch
 
+    if isinstance(name, torch.dtype):
+        return name
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if name not in DTYPE_NAMES:
