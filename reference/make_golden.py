@@ -18,6 +18,7 @@ import argparse
 import io
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -34,7 +35,7 @@ from transformers import (
 )
 from transformers.video_utils import VideoMetadata
 
-from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint, variant_config
+from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS, build_tiny_checkpoint
 
 NEW_TOKENS = 8
 # The case whose folder holds the real checkpoint of each tiny variant; the other cases link to it (the
@@ -44,8 +45,9 @@ MODEL_OWNER = {"default": "image", "variant": "variant", "moe": "moe", "moe_spar
 # decoder_sparse_step 2 layers 1, 3, 5 would be sparse, and mlp_only_layers (3,) turns layer 3 back to a dense MLP,
 # so layers 1 and 5 are MoE (6 experts, top-3, width 16) and 0, 2, 3, 4 are dense SwiGLU (width 128).
 EXTRA_VARIANTS = {
-    "moe_sparse": variant_config("moe", num_hidden_layers=6, decoder_sparse_step=2, mlp_only_layers=(3,),
-                                 num_experts=6, num_experts_per_tok=3, moe_intermediate_size=16),
+    "moe_sparse": replace(TINY_CONFIGS["moe"], text=replace(
+        TINY_CONFIGS["moe"].text, num_hidden_layers=6, decoder_sparse_step=2, mlp_only_layers=(3,), num_experts=6,
+        num_experts_per_tok=3, moe_intermediate_size=16)),
 }
 VIDEO_FPS = 4.0
 

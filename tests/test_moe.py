@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS, variant_config
+from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS
 from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.model import moe
 from qwen3vl_eval.model.config import Qwen3VLConfig
@@ -194,7 +194,8 @@ def test_bf16_paths_agree():
 
 # ------------------------------------------------------------------------------------------------ layers
 def test_mixed_dense_and_moe_layers():
-    cfg = variant_config("moe", num_hidden_layers=6, decoder_sparse_step=2, mlp_only_layers=(3,))
+    moe_cfg = TINY_CONFIGS["moe"]
+    cfg = replace(moe_cfg, text=replace(moe_cfg.text, num_hidden_layers=6, decoder_sparse_step=2, mlp_only_layers=(3,)))
     assert [cfg.text.is_moe_layer(i) for i in range(6)] == [False, True, False, False, False, True]
     with torch.device("meta"):
         model = Qwen3VL(cfg)

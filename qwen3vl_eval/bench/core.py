@@ -545,10 +545,10 @@ def _check(generated: int, wanted: int) -> int:
 
 
 def _param_counts(config: Qwen3VLConfig) -> dict[str, int]:
-    from qwen3vl_eval.checkpoints.tiny import state_dict_shapes
+    from qwen3vl_eval.model.weights import checkpoint_shapes
 
     out = {"vision": 0, "embed": 0, "lm_head": 0, "text_dense": 0, "experts": 0, "moe_layers": 0}
-    for k, shape in state_dict_shapes(config).items():
+    for k, shape in checkpoint_shapes(config).items():
         n = math.prod(shape)
         if k.startswith("model.visual."):
             out["vision"] += n

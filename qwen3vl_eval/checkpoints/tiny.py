@@ -2,10 +2,11 @@
 offline default.
 
 A tiny checkpoint is a real checkpoint folder (CONTRACTS section 1): `config.json` with `model_type`
-`qwen3_vl` (or `qwen3_vl_moe`), `model.safetensors` with the released key names, the Qwen tokenizer cut down to
-a small vocabulary (the first `TINY_VOCAB` byte-level BPE tokens and the merges among them, special tokens
-moved to the ids right after them), and the side files of a released Instruct checkpoint with those ids
-remapped. Transformers loads it as it loads `Qwen/Qwen3-VL-2B-Instruct`.
+`qwen3_vl` (or `qwen3_vl_moe`), `model.safetensors` with the released key names holding the model's own random
+initialisation (`qwen3vl_eval.model.weights.random_state_dict`), the Qwen tokenizer cut down to a small
+vocabulary (`assets/tiny_tokenizer`: the first `TINY_VOCAB` byte-level BPE tokens and the merges among them,
+special tokens moved to the ids right after them), and the side files of a released Instruct checkpoint with
+those ids remapped. Transformers loads it as it loads `Qwen/Qwen3-VL-2B-Instruct`.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ import importlib.util
 import json
 import math
 import shutil
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from qwen3vl_eval.model import weights
 from qwen3vl_eval.model.config import Qwen3VLConfig, TextConfig, VisionConfig
+from qwen3vl_eval.model.weights import checkpoint_shapes, random_state_dict
 
 ASSETS = Path(str(resources.files("qwen3vl_eval") / "assets"))
 TINY_VOCAB = 4096  # byte-level BPE tokens kept; specials follow at TINY_VOCAB + k
-QWEN_FIRST_SPECIAL = 151643  # <|endoftext|> in the full Qwen tokenizer
 
 
 def tiny_ids(first_special: int = TINY_VOCAB) -> dict[str, int]:
@@ -43,122 +44,49 @@ def tiny_ids(first_special: int = TINY_VOCAB) -> dict[str, int]:
 
 _IDS = tiny_ids()
 
+_SPECIAL_IDS = {k: _IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id",
+                                      "vision_end_token_id")}
+
+
+def _tiny(text: dict, vision: dict, **fields) -> Qwen3VLConfig:
+    """A tiny config: the tiny vocabulary and token ids, an 8192-token context, the given shapes."""
+    return Qwen3VLConfig(text=TextConfig(vocab_size=TINY_VOCAB + 64, max_position_embeddings=8192, **text),
+                         vision=VisionConfig(**vision), **_SPECIAL_IDS, **fields)
+
+
 # Shapes of the tiny variants. "default" and "variant" differ in every axis the golden cases must cover:
 # deepstack taps, GQA ratio, head_dim, tied embeddings, vision head count and position-embedding grid.
 TINY_CONFIGS: dict[str, Qwen3VLConfig] = {
-    "default": Qwen3VLConfig(
-        text=TextConfig(vocab_size=TINY_VOCAB + 64, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, mrope_section=(4, 2, 2),
-                        max_position_embeddings=8192),
-        vision=VisionConfig(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                            deepstack_visual_indexes=(0, 2), num_position_embeddings=256),
-        tie_word_embeddings=False,
-        **{k: _IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")},
-    ),
-    "variant": Qwen3VLConfig(
-        text=TextConfig(vocab_size=TINY_VOCAB + 64, hidden_size=96, intermediate_size=160, num_hidden_layers=2,
-                        num_attention_heads=6, num_key_value_heads=1, head_dim=32, mrope_section=(8, 4, 4),
-                        max_position_embeddings=8192),
-        vision=VisionConfig(depth=2, hidden_size=48, intermediate_size=80, num_heads=3, out_hidden_size=96,
-                            deepstack_visual_indexes=(1,), num_position_embeddings=144),
-        tie_word_embeddings=True,
-        **{k: _IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")},
-    ),
-    "moe": Qwen3VLConfig(
-        text=TextConfig(vocab_size=TINY_VOCAB + 64, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, mrope_section=(4, 2, 2),
-                        max_position_embeddings=8192, num_experts=8, num_experts_per_tok=2,
-                        moe_intermediate_size=24, decoder_sparse_step=1, mlp_only_layers=(), norm_topk_prob=True),
-        vision=VisionConfig(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                            deepstack_visual_indexes=(0, 1), num_position_embeddings=256),
-        model_type="qwen3_vl_moe",
-        tie_word_embeddings=False,
-        **{k: _IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")},
-    ),
+    "default": _tiny(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=16, mrope_section=(4, 2, 2)),
+                     dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                          deepstack_visual_indexes=(0, 2), num_position_embeddings=256),
+                     tie_word_embeddings=False),
+    "variant": _tiny(dict(hidden_size=96, intermediate_size=160, num_hidden_layers=2, num_attention_heads=6,
+                          num_key_value_heads=1, head_dim=32, mrope_section=(8, 4, 4)),
+                     dict(depth=2, hidden_size=48, intermediate_size=80, num_heads=3, out_hidden_size=96,
+                          deepstack_visual_indexes=(1,), num_position_embeddings=144),
+                     tie_word_embeddings=True),
+    "moe": _tiny(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, mrope_section=(4, 2, 2), num_experts=8,
+                      num_experts_per_tok=2, moe_intermediate_size=24, decoder_sparse_step=1, mlp_only_layers=(),
+                      norm_topk_prob=True),
+                 dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                      deepstack_visual_indexes=(0, 1), num_position_embeddings=256),
+                 model_type="qwen3_vl_moe", tie_word_embeddings=False),
     # About 100M parameters with the real head_dim and mrope_section: big enough that CPU timings measure
     # the model's arithmetic rather than per-call overhead (benchmarks/cpu_vs_hf.sh).
-    "small": Qwen3VLConfig(
-        text=TextConfig(vocab_size=TINY_VOCAB + 64, hidden_size=1024, intermediate_size=3072, num_hidden_layers=8,
-                        num_attention_heads=8, num_key_value_heads=4, head_dim=128, mrope_section=(24, 20, 20),
-                        max_position_embeddings=8192),
-        vision=VisionConfig(depth=4, hidden_size=256, intermediate_size=1024, num_heads=4, out_hidden_size=1024,
-                            deepstack_visual_indexes=(1, 2, 3)),
-        tie_word_embeddings=False,
-        **{k: _IDS[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")},
-    ),
+    "small": _tiny(dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=8, num_attention_heads=8,
+                        num_key_value_heads=4, head_dim=128, mrope_section=(24, 20, 20)),
+                   dict(depth=4, hidden_size=256, intermediate_size=1024, num_heads=4, out_hidden_size=1024,
+                        deepstack_visual_indexes=(1, 2, 3)),
+                   tie_word_embeddings=False),
 }
 
 # Pixel budgets of tiny checkpoints: small enough that goldens stay small, large enough to exercise resizing.
 TINY_IMAGE_PIXELS = {"shortest_edge": 64 * 64, "longest_edge": 256 * 256}
 TINY_VIDEO_PIXELS = {"shortest_edge": 4 * 64 * 64, "longest_edge": 16 * 128 * 128}
 TINY_VIDEO_FRAMES = {"min_frames": 4, "max_frames": 16}
-
-
-# ------------------------------------------------------------------------------------------------ weights
-def state_dict_shapes(cfg: Qwen3VLConfig) -> dict[str, tuple[int, ...]]:
-    """Every checkpoint key of a model of this shape, with its on-disk shape (released layout)."""
-    t, v = cfg.text, cfg.vision
-    C, Iv, p, T = v.hidden_size, v.intermediate_size, v.patch_size, v.temporal_patch_size
-    C4 = C * v.merge_unit
-    s: dict[str, tuple[int, ...]] = {
-        "model.visual.patch_embed.proj.weight": (C, v.in_channels, T, p, p),
-        "model.visual.patch_embed.proj.bias": (C,),
-        "model.visual.pos_embed.weight": (v.num_position_embeddings, C),
-    }
-    for i in range(v.depth):
-        b = f"model.visual.blocks.{i}."
-        s |= {b + "norm1.weight": (C,), b + "norm1.bias": (C,), b + "norm2.weight": (C,), b + "norm2.bias": (C,),
-              b + "attn.qkv.weight": (3 * C, C), b + "attn.qkv.bias": (3 * C,),
-              b + "attn.proj.weight": (C, C), b + "attn.proj.bias": (C,),
-              b + "mlp.linear_fc1.weight": (Iv, C), b + "mlp.linear_fc1.bias": (Iv,),
-              b + "mlp.linear_fc2.weight": (C, Iv), b + "mlp.linear_fc2.bias": (C,)}
-    mergers = ["model.visual.merger."] + [f"model.visual.deepstack_merger_list.{j}."
-                                         for j in range(len(v.deepstack_visual_indexes))]
-    for j, m in enumerate(mergers):
-        n = C if j == 0 else C4  # the final merger normalises before the 2x2 shuffle, DeepStack ones after
-        s |= {m + "norm.weight": (n,), m + "norm.bias": (n,), m + "linear_fc1.weight": (C4, C4),
-              m + "linear_fc1.bias": (C4,), m + "linear_fc2.weight": (v.out_hidden_size, C4),
-              m + "linear_fc2.bias": (v.out_hidden_size,)}
-    H, hd, nq, nkv = t.hidden_size, t.head_dim, t.num_attention_heads, t.num_key_value_heads
-    s["model.language_model.embed_tokens.weight"] = (t.vocab_size, H)
-    for i in range(t.num_hidden_layers):
-        b = f"model.language_model.layers.{i}."
-        s |= {b + "input_layernorm.weight": (H,), b + "post_attention_layernorm.weight": (H,),
-              b + "self_attn.q_proj.weight": (nq * hd, H), b + "self_attn.k_proj.weight": (nkv * hd, H),
-              b + "self_attn.v_proj.weight": (nkv * hd, H), b + "self_attn.o_proj.weight": (H, nq * hd),
-              b + "self_attn.q_norm.weight": (hd,), b + "self_attn.k_norm.weight": (hd,)}
-        if t.is_moe_layer(i):
-            E, I = t.num_experts, t.moe_intermediate_size
-            s |= {b + "mlp.gate.weight": (E, H), b + "mlp.experts.gate_up_proj": (E, H, 2 * I),
-                  b + "mlp.experts.down_proj": (E, I, H)}
-        else:
-            I = t.intermediate_size
-            s |= {b + "mlp.gate_proj.weight": (I, H), b + "mlp.up_proj.weight": (I, H),
-                  b + "mlp.down_proj.weight": (H, I)}
-    s["model.language_model.norm.weight"] = (H,)
-    if not cfg.tie_word_embeddings:
-        s["lm_head.weight"] = (t.vocab_size, H)
-    return s
-
-
-def random_state_dict(cfg: Qwen3VLConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
-                      device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Deterministic random weights for every key. Norm weights are near 1 and biases small but non-zero, so
-    parity checks exercise them; matrices use a fan-in scale so activations stay O(1) through the layers."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    out = {}
-    for k, shape in state_dict_shapes(cfg).items():
-        if k.endswith(("norm.weight", "norm1.weight", "norm2.weight")):
-            w = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        elif k.endswith("bias"):
-            w = 0.05 * torch.randn(shape, generator=g)
-        elif k.endswith(("embed_tokens.weight", "pos_embed.weight")):
-            w = 0.5 * torch.randn(shape, generator=g)
-        else:
-            fan_in = math.prod(shape[1:]) if "experts" not in k else shape[1]
-            w = torch.randn(shape, generator=g) / math.sqrt(fan_in)
-        out[k] = w.to(dtype=dtype, device=device).contiguous()
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ side files
@@ -207,11 +135,15 @@ def build_tiny_checkpoint(out_dir: str | Path, variant: str = "default", *, seed
 
 
 def tiny_fingerprint(variant: str, seed: int = 0) -> str:
-    """A short hash of everything `build_tiny_checkpoint` writes for a variant: its config, the seed, the
-    assets and this module's source. Cached tiny checkpoints are keyed by it."""
+    """A short hash of everything `build_tiny_checkpoint` writes for a variant: its config, its key tree (the
+    order weights are drawn in), the seed, the assets, and the sources of this module and of the random init.
+    Cached tiny checkpoints are keyed by it."""
     import hashlib
 
-    h = hashlib.sha256(json.dumps(TINY_CONFIGS[variant].to_hf(), sort_keys=True).encode())
+    cfg = TINY_CONFIGS[variant]
+    h = hashlib.sha256(json.dumps(cfg.to_hf(), sort_keys=True).encode())
+    h.update(json.dumps(list(checkpoint_shapes(cfg).items())).encode())
+    h.update(Path(weights.__file__).read_bytes())
     h.update(f"seed={seed}".encode())
     for f in sorted(ASSETS.rglob("*")):
         if f.is_file():
@@ -251,36 +183,6 @@ def qwen_tokenizer_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
 
 
-def trim_tokenizer(src: str | Path, dst: str | Path, keep: int = TINY_VOCAB) -> None:
-    """Cut the Qwen byte-level BPE tokenizer in `src` down to its first `keep` tokens.
-
-    In the Qwen vocabulary merge r produces token 256 + r, so keeping merges[:keep - 256] keeps exactly the
-    tokens below `keep` and the ranks among them; the tokenizer stays a valid BPE over the same pre-tokenizer.
-    The 26 added tokens (151643..151668) move to keep..keep+25 in the same order.
-    """
-    src, dst = Path(src), Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    tok = json.loads((src / "tokenizer.json").read_text())
-    vocab = {s: i for s, i in tok["model"]["vocab"].items() if i < keep}
-    merges = tok["model"]["merges"][: keep - 256]
-    for a, b in merges:
-        assert vocab[a + b] < keep, (a, b)
-    tok["model"]["vocab"] = vocab
-    tok["model"]["merges"] = merges
-    shift = keep - QWEN_FIRST_SPECIAL
-    for t in tok["added_tokens"]:
-        t["id"] += shift
-    (dst / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False) + "\n")
-    cfg = json.loads((src / "tokenizer_config.json").read_text())
-    cfg["added_tokens_decoder"] = {str(int(k) + shift): v for k, v in cfg["added_tokens_decoder"].items()}
-    cfg["model_max_length"] = 262144
-    cfg.pop("chat_template", None)  # the checkpoint's own template is written by build_tiny_checkpoint
-    (dst / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
-    (dst / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False) + "\n")
-    merges_txt = ["#version: 0.2"] + [" ".join(m) if isinstance(m, list) else m for m in merges]
-    (dst / "merges.txt").write_text("\n".join(merges_txt) + "\n")
-
-
 def use_released_processor(ckpt: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
     """Give a tiny checkpoint folder the full Qwen tokenizer, the released preprocessor configs and the real
     special-token ids in config.json: a processor-only checkpoint (its vocabulary no longer fits the tiny
@@ -294,9 +196,3 @@ def use_released_processor(ckpt: str | Path, tokenizer_dir: str | Path | None = 
     cfg.update(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
     (ckpt / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     return ckpt
-
-
-def variant_config(variant: str, **text_overrides) -> Qwen3VLConfig:
-    """A tiny config with some text fields replaced (for tests that need another shape)."""
-    cfg = TINY_CONFIGS[variant]
-    return replace(cfg, text=replace(cfg.text, **text_overrides))

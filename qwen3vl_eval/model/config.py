@@ -69,10 +69,6 @@ class TextConfig:
     mlp_only_layers: tuple[int, ...] = ()
     norm_topk_prob: bool = True
 
-    @property
-    def kv_groups(self) -> int:  # query heads per KV head
-        return self.num_attention_heads // self.num_key_value_heads
-
     def is_moe_layer(self, i: int) -> bool:
         return (
             self.num_experts > 0

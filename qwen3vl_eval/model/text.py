@@ -56,10 +56,11 @@ class TextDecoder(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, config: TextConfig, index: int) -> None:
         super().__init__()
-        self.self_attn = Attention(config)
-        self.mlp = SparseMoeBlock(config) if config.is_moe_layer(index) else MLP(config)
+        # registered first: the norms lead each layer's keys, the order tiny checkpoints draw their weights in
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config)
+        self.mlp = SparseMoeBlock(config) if config.is_moe_layer(index) else MLP(config)
 
     def forward(self, h: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None,
                 input_pos: Tensor | None) -> Tensor:

@@ -29,9 +29,8 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
     path = Path(path)
     config = Qwen3VLConfig.from_file(path / "config.json")
     files = weight_files(path)
-    with torch.device("meta"):
-        model = Qwen3VL(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    model = meta_model(config)
+    expected = checkpoint_shapes(model)
     problems, state, misshaped = [], {}, set()
     for file, keys in files.items():
         for key in keys:
@@ -56,14 +55,33 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
 
 def build_model(config: Qwen3VLConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16,
                 seed: int = 0) -> Qwen3VL:
-    """A model with random weights (for presets such as `--preset 8B`), created directly on `device`: norm
-    weights near 1, small biases, fan-in scaled matrices, as `tiny.random_state_dict` makes them."""
+    """A model with random weights (`random_state_dict`; for presets such as `--preset 8B`), created directly
+    on `device`."""
+    model = meta_model(config)
+    return _finish(model, random_state_dict(config, seed=seed, dtype=dtype, device=device, model=model), device)
+
+
+def meta_model(config: Qwen3VLConfig) -> Qwen3VL:
+    """The model built on the meta device: its shapes and key tree, no memory, no initialisation."""
     with torch.device("meta"):
-        model = Qwen3VL(config)
+        return Qwen3VL(config)
+
+
+def checkpoint_shapes(model: Qwen3VL | Qwen3VLConfig) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint key of a model (or of a config's model) with its shape, in the model's order: the
+    released layout, since the modules use the checkpoint's own names (no `lm_head.weight` when tied)."""
+    model = meta_model(model) if isinstance(model, Qwen3VLConfig) else model
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def random_state_dict(config: Qwen3VLConfig, *, seed: int = 0, dtype: torch.dtype = torch.float32,
+                      device: torch.device | str = "cpu", model: Qwen3VL | None = None) -> dict[str, torch.Tensor]:
+    """Deterministic random weights for every key, drawn in key order from one generator on `device`. Norm
+    weights are near 1 and biases small but non-zero, so parity checks exercise them; matrices use a fan-in
+    scale so activations stay O(1) through the layers. Tiny checkpoints are these weights (on the CPU)."""
     g = torch.Generator(device=device).manual_seed(seed)
     state = {}
-    for key, meta in model.state_dict().items():
-        shape = tuple(meta.shape)
+    for key, shape in checkpoint_shapes(model or config).items():
         if key.endswith(("norm.weight", "norm1.weight", "norm2.weight")):
             w = 1.0 + 0.1 * torch.randn(shape, generator=g, device=device)
         elif key.endswith("bias"):
@@ -73,8 +91,8 @@ def build_model(config: Qwen3VLConfig, *, device: torch.device | str = "cpu", dt
         else:
             fan_in = shape[1] if "experts" in key else math.prod(shape[1:])
             w = torch.randn(shape, generator=g, device=device) / math.sqrt(fan_in)
-        state[key] = w.to(dtype)
-    return _finish(model, state, device)
+        state[key] = w.to(dtype).contiguous()
+    return state
 
 
 def weight_files(path: Path) -> dict[Path, list[str]]:
