@@ -1,4 +1,4 @@
-"""Peak host memory (ru_maxrss) of `load_model` on a preset-sized checkpoint.
+"""Peak host memory (the RSS high-water mark) of `load_model` on a preset-sized checkpoint.
 
     /root/venv/bin/python benchmarks/load_rss.py --preset 2B [--dir /tmp/qwen3vl-2B-random] [--dtype bfloat16]
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -33,12 +32,13 @@ def write_checkpoint(preset: str, out: Path) -> None:
 
 def measure(path: Path, dtype: str) -> None:
     from qwen3vl_eval.model.weights import load_model
+    from qwen3vl_eval.runtime.timing import peak_memory_mb
 
     start = time.perf_counter()
     model = load_model(path, device="cpu", dtype=getattr(torch, dtype))
     seconds = time.perf_counter() - start
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    peak = peak_memory_mb(torch.device("cpu"))[0] * 2**20  # this fresh process's RSS high-water mark
     print(json.dumps({"weights_gb": round(weights / 1e9, 3), "peak_rss_gb": round(peak / 1e9, 3),
                       "ratio": round(peak / weights, 3), "load_s": round(seconds, 1)}))
 

@@ -26,9 +26,7 @@ Legend: E experts, K experts per token, H hidden, I moe intermediate, L layers, 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import math
 import platform
 import sys
 import time
@@ -42,10 +40,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS  # noqa: E402
 from qwen3vl_eval.model.config import Qwen3VLConfig  # noqa: E402
-from qwen3vl_eval.model.generate import Timings, generate  # noqa: E402
+from qwen3vl_eval.model.generate import generate  # noqa: E402
 from qwen3vl_eval.model.moe import IMPLS, SparseMoeBlock, choose_impl  # noqa: E402
 from qwen3vl_eval.model.sampling import GenerationParams  # noqa: E402
 from qwen3vl_eval.model.weights import build_model  # noqa: E402
+from qwen3vl_eval.runtime.timing import (  # noqa: E402
+    Timings,
+    free,
+    measure,
+    peak_memory_mb,
+    reset_peak_memory,
+    synchronize,
+)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -88,14 +94,7 @@ def measured_bandwidth_gbs(device: torch.device, mib: int) -> float | None:
         n = mib * 2**20 // 4
         a = torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
         b = torch.empty_like(a)
-        best = math.inf
-        for _ in range(6):
-            _sync(device)
-            t0 = time.perf_counter()
-            b.copy_(a)
-            _sync(device)
-            best = min(best, time.perf_counter() - t0)
-        del a, b
+        best = min(measure(lambda: b.copy_(a), warmup=1, repeats=5, device=device)) / 1e3
         return 2 * n * 4 / best / 1e9
     except (RuntimeError, torch.OutOfMemoryError):
         return None
@@ -114,26 +113,6 @@ def nominal_bandwidth_gbs(device: torch.device) -> tuple[str, float | None]:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_mb(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def _set_impl(model: torch.nn.Module, impl: str) -> None:
     for m in model.modules():
         if isinstance(m, SparseMoeBlock):
@@ -193,16 +172,11 @@ def bench_moe_layers(model: torch.nn.Module, impl: str, device: torch.device, dt
         with torch.cuda.graph(graph):
             run()
         fn = graph.replay  # type: ignore[assignment]
-    fn()
-    times = []
-    for _ in range(max(repeats, 3)):
-        _sync(device)
-        t0 = time.perf_counter()
+    def ten() -> None:
         for _ in range(10):
             fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) / 10)
-    best = min(times)
+
+    best = min(measure(ten, warmup=1, repeats=max(repeats, 3), device=device)) / 10 / 1e3
     return {"backend": "native_moe_layers", "impl": impl, "cuda_graph": device.type == "cuda",
             "moe_layers": len(blocks), "ms_per_token": best * 1e3, "tokens_per_s": 1 / best}
 
@@ -225,7 +199,7 @@ def bench_native(model: torch.nn.Module, impl: str, args: argparse.Namespace, de
     for i in range(args.warmup + max(args.repeats, 1)):
         if runs and budget.left < 2 * runs[-1]["wall_s"]:
             break
-        _reset_peak(device)
+        reset_peak_memory(device)
         timings = Timings()
         t0 = time.perf_counter()
         outs = generate(model, ids, mask, params, step_fn=step_fn, timings=timings)
@@ -233,7 +207,7 @@ def bench_native(model: torch.nn.Module, impl: str, args: argparse.Namespace, de
         assert all(len(o.token_ids) == N for o in outs), [len(o.token_ids) for o in outs]
         if i >= args.warmup:  # warm-up runs (graph capture, allocator) are not timed
             runs.append({"prefill_s": timings.prefill, "decode_s": timings.decode, "wall_s": wall,
-                         "peak": _peak_mb(device)})
+                         "peak": peak_memory_mb(device)[0]})
     if not runs:
         raise RuntimeError("no timed run fitted in the time budget")
     timed = runs
@@ -267,15 +241,15 @@ def bench_hf(config: Qwen3VLConfig, args: argparse.Namespace, device: torch.devi
     mask = torch.ones_like(ids)
 
     def timed(n: int) -> float:
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
                              min_new_tokens=n, eos_token_id=None, pad_token_id=0)
-        _sync(device)
+        synchronize(device)
         assert out.shape[1] == P + n, out.shape
         return time.perf_counter() - t
 
-    _reset_peak(device)
+    reset_peak_memory(device)
     timed(2)  # warm-up
     t1 = min(timed(1) for _ in range(2))
     t4 = timed(4)
@@ -288,7 +262,7 @@ def bench_hf(config: Qwen3VLConfig, args: argparse.Namespace, device: torch.devi
     return {"backend": "hf", "impl": f"transformers {transformers.__version__} experts={experts_impl}",
             "cuda_graph": False, "batch_size": B, "prompt_tokens": P, "new_tokens": n, "repeats": 1,
             "ttft_ms": t1 * 1e3, "prefill_tokens_per_s": B * P / t1, "decode_tokens_per_s": B * steps / decode_s,
-            "tpot_ms": decode_s / steps * 1e3, "peak_memory_mb": _peak_mb(device), "build_s": build_s}
+            "tpot_ms": decode_s / steps * 1e3, "peak_memory_mb": peak_memory_mb(device)[0], "build_s": build_s}
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -360,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     write()
     t0 = time.perf_counter()
     model = build_model(config, device=device, dtype=dtype)
-    _sync(device)
+    synchronize(device)
     report["build_s"] = time.perf_counter() - t0
     report["auto_impl"] = {"decode": _resolved_impl(model, device, dtype, args.batch_size),
                            "prefill": _resolved_impl(model, device, dtype, args.batch_size * args.prompt_tokens)}
@@ -393,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                                   for (dev, dt), ok in moe._GROUPED_CHECKED.items()}
     _set_impl(model, "auto")
     del model
-    _free(device)
+    free(device)
 
     want_hf = args.hf == "on" or (args.hf == "auto" and _importable("transformers"))
     if want_hf:  # 3. transformers
@@ -406,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                 report["rows"].append(row)
             except Exception as e:  # noqa: BLE001
                 report["errors"].append(f"hf: {type(e).__name__}: {e}")
-            _free(device)
+            free(device)
     else:
         report["skipped"].append("hf: transformers not importable" if args.hf == "auto" else "hf: --hf off")
     write()

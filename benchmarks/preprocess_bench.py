@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 import warnings
 from functools import partial
 from pathlib import Path
 
 import torch
+
+from qwen3vl_eval.runtime.timing import measure
 
 warnings.filterwarnings("ignore")
 
@@ -71,13 +72,8 @@ def run_transformers(proc, conv) -> None:
 
 
 def timeit(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+    """Median milliseconds of `repeats` calls after one warm-up."""
+    return statistics.median(measure(fn, warmup=1, repeats=repeats, device=torch.device("cpu")))
 
 
 def main() -> None:

@@ -167,8 +167,8 @@ def test_api_key_sent_never_recorded(fake: FakeServer, monkeypatch: pytest.Monke
     be = OpenAIBackend(fake.url + "/v1/", api_key_env=KEY_ENV, retries=0)
     be.chat([CONV, CONV])
     assert all(s["headers"]["Authorization"] == f"Bearer {KEY}" for s in fake.seen)
-    assert be.info["model"] == "fake-model"  # from GET /v1/models
-    for shown in (repr(be), json.dumps(be.info), repr(be.requests), json.dumps(be.timings.as_dict())):
+    assert be.info()["model"] == "fake-model"  # from GET /v1/models
+    for shown in (repr(be), json.dumps(be.info()), repr(be.requests), json.dumps(be.timings.as_dict())):
         assert KEY not in shown
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(InputError, match=KEY_ENV):
@@ -222,7 +222,7 @@ def test_make_backend(tiny_ckpt: Path, fake: FakeServer) -> None:
         make_backend("native", model=tiny_ckpt, base_url="http://127.0.0.1:1")
     be = make_backend("openai", base_url=fake.url, model="served", device="auto", dtype="auto",
                       video_prompt="trained", concurrency=2)
-    assert isinstance(be, OpenAIBackend) and be.info["model"] == "served" and be.concurrency == 2
+    assert isinstance(be, OpenAIBackend) and be.info()["model"] == "served" and be.concurrency == 2
     with pytest.raises(InputError, match="--device"):
         make_backend("openai", base_url=fake.url, device="cuda")
     with pytest.raises(InputError, match="video_mode"):
@@ -263,4 +263,4 @@ def test_hf_greedy_equals_native(tiny_ckpt: Path, tmp_path: Path) -> None:
     assert [r.token_ids for r in got] == [r.token_ids for r in want]
     assert [r.text for r in got] == [r.text for r in want]
     assert [r.prompt_tokens for r in got] == [r.prompt_tokens for r in want]
-    assert hf.info["backend"] == "hf" and "transformers" in hf.info["versions"]
+    assert hf.info()["backend"] == "hf" and "transformers" in hf.info()["versions"]

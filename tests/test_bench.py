@@ -18,6 +18,7 @@ from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS
 from qwen3vl_eval.cli import app
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.model.config import PRESETS
+from qwen3vl_eval.runtime import timing as T
 
 CPU = torch.device("cpu")
 CONTRACT_KEYS = ("backend", "batch_size", "prompt_tokens", "new_tokens", "ttft_ms", "prefill_tokens_per_s",
@@ -32,11 +33,45 @@ def test_measure_counts_calls_and_times_them():
         calls.append(1)
         time.sleep(0.002)
 
-    times = B.measure(step, warmup=2, repeats=3, device=CPU)
+    times = T.measure(step, warmup=2, repeats=3, device=CPU)
     assert len(calls) == 5 and len(times) == 3
     assert all(t >= 2.0 for t in times)
-    with pytest.raises(InputError):
-        B.measure(step, warmup=0, repeats=0, device=CPU)
+    with pytest.raises(ValueError):
+        T.measure(step, warmup=0, repeats=0, device=CPU)
+
+
+def test_stopwatch_on_cpu_times_the_call_and_returns_its_result():
+    out, ms = T.Stopwatch(CPU).time(lambda: (time.sleep(0.01), 42)[1])
+    assert out == 42 and 10.0 <= ms < 1000.0
+
+
+def test_timings_record_adds_subtracts_resets():
+    a = T.Timings(preprocess=1.0, vision=2.0, prefill=3.0, decode=4.0, prompt_tokens=10, generated_tokens=5)
+    a.count("retries")
+    a.count("retries")
+    assert a.as_dict() == {"preprocess_s": 1.0, "vision_s": 2.0, "prefill_s": 3.0, "decode_s": 4.0,
+                           "prompt_tokens": 10, "generated_tokens": 5, "retries": 2}
+    before = a.copy()
+    a.decode += 0.5
+    a.generated_tokens += 3
+    a.count("wall_s", 1.5)
+    spent = a - before
+    assert (spent.decode, spent.generated_tokens, spent.prefill) == (0.5, 3, 0.0)
+    assert spent.extra == {"retries": 0, "wall_s": 1.5}
+    assert (before + spent).as_dict() == a.as_dict()
+    held = a
+    a.reset()
+    assert held.as_dict() == T.Timings().as_dict() and held.extra == {}
+    assert before.decode == 4.0  # copies are independent
+
+
+def test_peak_and_resident_memory_on_cpu():
+    T.reset_peak_memory(CPU)
+    mb, kind = T.peak_memory_mb(CPU)
+    assert kind.startswith("rss_peak") and mb > 0
+    resident = T.resident_memory_mb(CPU)
+    assert resident is None or 0 < resident <= mb + 1
+    T.free(CPU)
 
 
 def test_derive_by_hand():
@@ -263,12 +298,12 @@ def test_transformers_is_never_imported_at_import_time():
 def test_cuda_stopwatch_and_peak_memory():
     dev = torch.device("cuda")
     a = torch.randn(2048, 2048, device=dev)
-    sw = B.Stopwatch(dev)
+    sw = T.Stopwatch(dev)
     _, ms = sw.time(lambda: [a @ a for _ in range(20)])
     assert ms > 0
-    B.reset_peak_memory(dev)
+    T.reset_peak_memory(dev)
     b = torch.empty(64 << 20, dtype=torch.uint8, device=dev)
-    mb, kind = B.peak_memory_mb(dev)
+    mb, kind = T.peak_memory_mb(dev)
     assert kind == "cuda_max_allocated" and mb >= 64
     del b
 

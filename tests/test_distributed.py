@@ -29,6 +29,7 @@ from qwen3vl_eval.eval.distributed import Dist, from_env, rank_device
 from qwen3vl_eval.eval.runner import run_task
 from qwen3vl_eval.eval.sample_log import merge_logs, rank_logs, read_records
 from qwen3vl_eval.eval.task import load_registry
+from qwen3vl_eval.runtime.timing import Timings
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             "-m", "qwen3vl_eval"]
@@ -127,9 +128,11 @@ def test_leftover_rank_logs_need_resume_and_are_not_redone(tmp_path):
     (tmp_path / "samples.rank1.jsonl").write_text(json.dumps(done) + "\n")
 
     class Backend:
-        timings: dict = {}
-        info: dict = {}
+        timings = Timings()
         asked: list = []
+
+        def info(self):
+            return {}
 
         def chat(self, conversations, params):
             self.asked.extend(conversations)

@@ -30,6 +30,7 @@ from qwen3vl_eval.eval.runner import run_task
 from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.synth import write_video
 from qwen3vl_eval.eval.task import load_registry
+from qwen3vl_eval.runtime.timing import Timings
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = load_registry()
@@ -333,8 +334,10 @@ PARAMS = SimpleNamespace(max_new_tokens=4, temperature=0.0)
 class EchoBackend:
     """Answers "A" to everything; processes nothing (media errors here come from the runner)."""
 
-    timings: dict = {}
-    info: dict = {}
+    timings = Timings()
+
+    def info(self):
+        return {}
 
     def chat(self, conversations, params):
         return [SimpleNamespace(text="A", token_ids=[1], finish_reason="stop") for _ in conversations]

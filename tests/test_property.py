@@ -23,6 +23,7 @@ from qwen3vl_eval.eval.runner import BatchOutOfMemory, run_task
 from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.synth import write_video
 from qwen3vl_eval.eval.task import load_registry
+from qwen3vl_eval.runtime.timing import Timings
 
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -169,8 +170,10 @@ class ChaosBackend:
 
     def __init__(self, fits: int, bad: set[int]):
         self.fits, self.bad = fits, bad
-        self.timings: dict = {}
-        self.info: dict = {}
+        self.timings = Timings()
+
+    def info(self):
+        return {}
 
     def chat(self, conversations, params):
         if len(conversations) > self.fits:

@@ -26,6 +26,7 @@ from qwen3vl_eval.eval.data import load_samples
 from qwen3vl_eval.eval.runner import BatchOutOfMemory, is_oom, run_task
 from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.task import load_registry
+from qwen3vl_eval.runtime.timing import Timings
 
 REGISTRY = load_registry()
 TASKS = ["synth_grounding", "synth_imageqa", "synth_temporal_grounding", "synth_text", "synth_videoqa"]
@@ -174,8 +175,10 @@ class OOMBackend:
     def __init__(self, fits: int, error=lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to "
                                                                             "allocate 2.00 GiB")):
         self.fits, self.error, self.sizes = fits, error, []
-        self.timings: dict = {}
-        self.info: dict = {}
+        self.timings = Timings()
+
+    def info(self):
+        return {}
 
     def chat(self, conversations, params):
         self.sizes.append(len(conversations))
@@ -224,8 +227,10 @@ class SlowBackend:
 
     def __init__(self, steps: int, step_s: float):
         self.steps, self.step_s, self.done_steps = steps, step_s, 0
-        self.timings: dict = {}
-        self.info: dict = {}
+        self.timings = Timings()
+
+    def info(self):
+        return {}
 
     def chat(self, conversations, params, on_tokens=None):
         for _ in range(self.steps):

@@ -17,6 +17,7 @@ from qwen3vl_eval.eval.runner import run_task
 from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.synth import oracle_prediction
 from qwen3vl_eval.eval.task import load_registry
+from qwen3vl_eval.runtime.timing import Timings
 
 REGISTRY = load_registry()
 PARAMS = SimpleNamespace(max_new_tokens=8, temperature=0.0)
@@ -32,8 +33,10 @@ class FakeBackend:
     def __init__(self, replies: dict[str, str], crash_on_call: int | None = None, fail_on: str | None = None):
         self.replies, self.crash_on_call, self.fail_on = replies, crash_on_call, fail_on
         self.calls = 0
-        self.timings = {"preprocess": 0.0, "vision": 0.0, "prefill": 0.0, "decode": 0.0}
-        self.info = {"model": "fake", "checkpoint_sha256": "0" * 64, "dtype": "float32", "device": "cpu"}
+        self.timings = Timings()
+
+    def info(self):
+        return {"model": "fake", "checkpoint_sha256": "0" * 64, "dtype": "float32", "device": "cpu"}
 
     def chat(self, conversations, params):
         self.calls += 1
@@ -42,7 +45,8 @@ class FakeBackend:
         texts = [c[-1]["content"][-1]["text"] for c in conversations]
         if self.fail_on and any(self.fail_on in t for t in texts):
             raise ValueError("prompt too long")
-        self.timings["decode"] += 0.01
+        self.timings.decode += 0.01
+        self.timings.generated_tokens += 2 * len(texts)
         return [SimpleNamespace(text=self.replies[t], token_ids=[1, 2], finish_reason="stop") for t in texts]
 
 

@@ -20,6 +20,7 @@ from qwen3vl_eval.eval.data import load_samples
 from qwen3vl_eval.eval.runner import run_task
 from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.task import load_registry
+from qwen3vl_eval.runtime.timing import Timings
 
 KEY_ENV = "QWEN3VL_TEST_RUN_KEY"
 KEY = "sk-run-test-0d15ea5e"
@@ -134,10 +135,11 @@ class CountingServer:
     """A server-like backend: replies without token ids, counts generated tokens like `OpenAIBackend` (usage)."""
 
     def __init__(self) -> None:
-        self.timings = SimpleNamespace(generated_tokens=0, as_dict=lambda: {"generated_tokens":
-                                                                             self.timings.generated_tokens})
-        self.info = {"backend": "fake-server"}
+        self.timings = Timings()
         self.requests: list = []
+
+    def info(self):
+        return {"backend": "fake-server"}
 
     def chat(self, conversations, params):
         self.timings.generated_tokens += 3 * len(conversations)

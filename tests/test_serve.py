@@ -185,8 +185,8 @@ def test_auth_and_models(server: ServerThread) -> None:
     assert data["choices"][0]["finish_reason"] in ("stop", "length")
     with backend(server) as be:  # model name from /v1/models; the key stays out of repr and info
         be.chat([user(text("hi"))], GenerationParams(max_new_tokens=2))
-        assert be.info["model"] == "tiny"
-        assert KEY not in repr(be) and KEY not in json.dumps(be.info) and KEY not in repr(be.requests)
+        assert be.info()["model"] == "tiny"
+        assert KEY not in repr(be) and KEY not in json.dumps(be.info()) and KEY not in repr(be.requests)
     with pytest.raises(InputError, match="401"):
         backend(server, api_key_env=None).chat([user(text("hi"))])
 

@@ -1,7 +1,8 @@
-"""Model backends behind one interface: `chat(conversations, params) -> list[Reply]`, plus `timings` and `info`.
+"""Model backends behind one contract (`qwen3vl_eval.backends.base.Backend`): `chat(conversations, params) ->
+list[Reply]`, a `Timings` record, `info()` and `close()`.
 
 - `native`: `qwen3vl_eval.backends.native.Engine`, this package's implementation (options: model, device, dtype,
-  video_prompt, fast).
+  video_prompt, fast, compile, vision_cache_mb).
 - `hf`: `qwen3vl_eval.backends.hf.HFBackend`, transformers' implementation (options: model, device, dtype; needs
   the golden extra).
 - `openai`: `qwen3vl_eval.backends.openai.OpenAIBackend`, an OpenAI-compatible server (options: base_url,
@@ -40,8 +41,9 @@ def _openai() -> Callable[..., Any]:
 
 _REGISTRY: dict[str, Callable[[], Callable[..., Any]]] = {"native": _native, "hf": _hf, "openai": _openai}
 # Options a caller may pass to every backend that some backends have no use for: dropped at their defaults.
-_IGNORABLE = {"hf": {"video_prompt": ("trained", "transformers5"), "fast": (None, False)},
-              "openai": {"device": ("auto",), "dtype": ("auto",), "video_prompt": ("trained",), "fast": (None,)}}
+_IGNORABLE = {"hf": {"video_prompt": ("trained", "transformers5"), "fast": (None, False), "compile": (False,)},
+              "openai": {"device": ("auto",), "dtype": ("auto",), "video_prompt": ("trained",), "fast": (None,),
+                         "compile": (False,)}}
 
 
 def make_backend(name: str, **options: Any) -> Any:

@@ -20,16 +20,18 @@ from typing import Any
 
 import torch
 
-from qwen3vl_eval.backends.native import Reply, model_info
+from qwen3vl_eval.backends.base import Reply
+from qwen3vl_eval.backends.native import model_info
 from qwen3vl_eval.checkpoints.hub import resolve_model
 from qwen3vl_eval.errors import InputError, ProcessorError
-from qwen3vl_eval.model.generate import GenerationOutput, Timings
+from qwen3vl_eval.model.generate import GenerationOutput
 from qwen3vl_eval.model.sampling import GenerationParams, find_stop, split_reasoning
 from qwen3vl_eval.processor.image import ImageSettings, decode_image
 from qwen3vl_eval.processor.media import resolve_source
 from qwen3vl_eval.processor.messages import MediaItem, as_batch, item_kind, media_items
 from qwen3vl_eval.processor.video import VideoSettings, decode_clip
 from qwen3vl_eval.runtime.device import resolve_device, resolve_dtype
+from qwen3vl_eval.runtime.timing import Timings, free, synchronize
 
 GOLDEN_HINT = "the hf backend needs the golden extra: pip install 'qwen3vl-eval[golden]'"
 
@@ -39,17 +41,33 @@ def _read_json(path: Path) -> dict:
 
 
 class HFBackend:
-    """Replies from transformers' Qwen3-VL implementation, with the Engine's `chat` interface."""
+    """Replies from transformers' Qwen3-VL implementation, with the Engine's `chat` interface.
+
+    Timings: `preprocess` is transformers' processor; `vision` the vision tower's forward passes (timed by
+    hooks); `prefill` the rest of the first forward pass, up to the first token's logits; `decode` the later
+    steps (timed from inside `generate` by a logits processor)."""
 
     def __init__(self, model: str | os.PathLike, *, device: str | torch.device = "auto",
                  dtype: str | torch.dtype = "auto", model_name: str | None = None) -> None:
+        self._setup(resolve_model(model), model_name or str(model), device, dtype, seed=None)
+
+    @classmethod
+    def random(cls, folder: Path, *, name: str, device: str | torch.device = "auto",
+               dtype: str | torch.dtype = "auto", seed: int = 0) -> HFBackend:
+        """transformers' model with its own random initialisation for the config in `folder` (which holds the
+        processor files), e.g. for `bench --preset`."""
+        backend = cls.__new__(cls)
+        backend._setup(folder, name, device, dtype, seed=seed)
+        return backend
+
+    def _setup(self, path: Path, name: str, device: str | torch.device, dtype: str | torch.dtype, *,
+               seed: int | None) -> None:
         try:
             import transformers
             from transformers import AutoProcessor
         except ImportError:
             raise InputError(GOLDEN_HINT) from None
-        self.path = resolve_model(model)
-        self.name = model_name or str(model)
+        self.path, self.name = path, name
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         model_type = _read_json(self.path / "config.json").get("model_type")
@@ -61,17 +79,47 @@ class HFBackend:
             raise InputError(f"{self.path / 'config.json'}: model_type {model_type!r} is not qwen3_vl or qwen3_vl_moe")
         self.processor = AutoProcessor.from_pretrained(self.path)
         self.processor.tokenizer.padding_side = "left"
-        self.model = model_cls.from_pretrained(self.path, dtype=self.dtype).to(self.device).eval()
+        if seed is None:
+            self.model = model_cls.from_pretrained(self.path, dtype=self.dtype).to(self.device).eval()
+        else:
+            torch.manual_seed(seed)
+            with torch.device(self.device):
+                self.model = model_cls._from_config(transformers.AutoConfig.from_pretrained(self.path),
+                                                    dtype=self.dtype).eval()
         self.image_settings = ImageSettings.from_config(_read_json(self.path / "preprocessor_config.json"))
         self.video_settings = VideoSettings.from_config(_read_json(self.path / "video_preprocessor_config.json"))
         self.defaults = GenerationParams.from_generation_config(self.path / "generation_config.json")
         self.timings = Timings()
-        self.info = {**model_info(self.name, self.path, self.device, self.dtype), "backend": "hf",
-                     "video_prompt": "transformers5"}
-        self.info["versions"] = {**self.info["versions"], "transformers": transformers.__version__}
+        self._vision_t0: float | None = None
+        self._vision_s = 0.0
+        visual = self.model.model.visual
+        visual.register_forward_pre_hook(lambda *_: self._vision_clock(start=True))
+        visual.register_forward_hook(lambda *_: self._vision_clock(start=False))
+        self._info = {**model_info(self.name, self.path, self.device, self.dtype), "backend": "hf",
+                      "video_prompt": "transformers5", "cuda_graph": False, "compile": False,
+                      "attention": getattr(self.model.config, "_attn_implementation", None)}
+        self._info["versions"] = {**self._info["versions"], "transformers": transformers.__version__}
+
+    def info(self) -> dict[str, Any]:
+        """What a results file records about the model and the software it ran on."""
+        return self._info
+
+    def close(self) -> None:
+        """Drop the model and return its memory."""
+        self.model = None
+        free(self.device)
+
+    def _vision_clock(self, *, start: bool) -> None:
+        synchronize(self.device)
+        now = time.perf_counter()
+        if start:
+            self._vision_t0 = now
+        elif self._vision_t0 is not None:
+            self._vision_s += now - self._vision_t0
+            self._vision_t0 = None
 
     def chat(self, conversations: list, params: GenerationParams | None = None, *,
-             base_dir: str | os.PathLike | None = None) -> list[Reply]:
+             base_dir: str | os.PathLike | None = None, on_tokens=None) -> list[Reply]:
         """Replies to a batch of conversations (CONTRACTS section 4 messages). Greedy with 128 new tokens when
         `params` is None. Conversations whose media carry different per-item pixel/frame options run as separate
         processor calls (transformers takes those options per call)."""
@@ -87,13 +135,13 @@ class HFBackend:
         replies: list[Reply | None] = [None] * len(batch)
         for indices in groups.values():
             for i, reply in zip(indices, self._chat_group([batch[i] for i in indices], [items[i] for i in indices],
-                                                          params, base_dir)):
+                                                          params, base_dir, on_tokens)):
                 replies[i] = reply
         return [r for r in replies if r is not None]
 
     # -------------------------------------------------------------------------------------------- internals
     def _chat_group(self, batch: list[list[dict]], items: list[list[MediaItem]], params: GenerationParams,
-                    base_dir: str | os.PathLike | None) -> list[Reply]:
+                    base_dir: str | os.PathLike | None, on_tokens=None) -> list[Reply]:
         from transformers.video_utils import VideoMetadata
 
         t0 = time.perf_counter()
@@ -137,10 +185,9 @@ class HFBackend:
         inputs = self.processor(text=prompts, padding=True, return_tensors="pt", **kwargs)
         inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
                   for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-        t1 = time.perf_counter()
-        self.timings.extra["preprocess_s"] = self.timings.extra.get("preprocess_s", 0.0) + t1 - t0
-        outputs = self._generate(inputs, params)
-        self.timings.extra["generate_s"] = self.timings.extra.get("generate_s", 0.0) + time.perf_counter() - t1
+        inputs = with_mm_token_types(inputs, self.model.config.image_token_id, self.model.config.video_token_id)
+        self.timings.preprocess += time.perf_counter() - t0
+        outputs = self._generate(inputs, params, on_tokens)
         prompt_tokens = inputs["attention_mask"].sum(-1).tolist()
         self.timings.prompt_tokens += int(sum(prompt_tokens))
         replies = []
@@ -150,11 +197,26 @@ class HFBackend:
             self.timings.generated_tokens += len(out.token_ids)
         return replies
 
-    def _generate(self, inputs: dict[str, torch.Tensor], params: GenerationParams) -> list:
+    def _generate(self, inputs: dict[str, torch.Tensor], params: GenerationParams, on_tokens=None) -> list:
         from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
 
         tok = self.processor.tokenizer
         L = inputs["input_ids"].shape[1]
+        device, clock = self.device, {"first": None}
+        streamed = [0] * inputs["input_ids"].shape[0]
+
+        class Clock(LogitsProcessor):
+            """Called with each step's logits: the first call ends the prefill; streams the newest tokens."""
+
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+                if clock["first"] is None:
+                    synchronize(device)
+                    clock["first"] = time.perf_counter()
+                elif on_tokens is not None:
+                    for b, t in enumerate(input_ids[:, -1].tolist()):
+                        on_tokens(b, [t])
+                        streamed[b] += 1
+                return scores
 
         def decode(ids: list[int]) -> str:
             return tok.decode(ids, skip_special_tokens=True)
@@ -176,16 +238,43 @@ class HFBackend:
         config = GenerationConfig(do_sample=not params.greedy, max_new_tokens=params.max_new_tokens,
                                   eos_token_id=None if params.ignore_eos else list(params.eos_token_ids),
                                   pad_token_id=pad, repetition_penalty=params.repetition_penalty, **sampling)
-        extra: dict[str, Any] = {}
-        if params.presence_penalty:
-            extra["logits_processor"] = LogitsProcessorList([PresencePenalty()])
+        extra: dict[str, Any] = {"logits_processor": LogitsProcessorList(
+            [PresencePenalty()] if params.presence_penalty else [])}
+        extra["logits_processor"].insert(0, Clock())
         if params.stop:
             extra["stopping_criteria"] = [StopStrings()]
         if not params.greedy:
             torch.manual_seed(params.seed)
+        synchronize(device)
+        self._vision_s = 0.0
+        t0 = time.perf_counter()
         with torch.inference_mode():
             generated = self.model.generate(**inputs, generation_config=config, **extra)
-        return [finish_row(row, params, decode) for row in generated[:, L:].tolist()]
+        synchronize(device)
+        t1 = time.perf_counter()
+        first = clock["first"] if clock["first"] is not None else t1
+        self.timings.vision += self._vision_s
+        self.timings.prefill += first - t0 - self._vision_s
+        self.timings.decode += t1 - first
+        outputs = [finish_row(row, params, decode) for row in generated[:, L:].tolist()]
+        if on_tokens is not None:
+            for b, out in enumerate(outputs):
+                if out.token_ids[streamed[b]:]:
+                    on_tokens(b, out.token_ids[streamed[b]:])
+        return outputs
+
+
+def with_mm_token_types(inputs: dict[str, torch.Tensor], image_token_id: int, video_token_id: int
+                        ) -> dict[str, torch.Tensor]:
+    """`inputs` with `mm_token_type_ids` (0 text, 1 image pad, 2 video pad), which transformers >= 5 needs
+    for multimodal positions whenever grids are passed; kept as is when the processor already returned it."""
+    if "mm_token_type_ids" in inputs or not ({"image_grid_thw", "video_grid_thw"} & set(inputs)):
+        return inputs
+    ids = inputs["input_ids"]
+    mm = (ids == image_token_id).long() + 2 * (ids == video_token_id).long()
+    if "attention_mask" in inputs:
+        mm = mm * (inputs["attention_mask"] != 0).long()
+    return {**inputs, "mm_token_type_ids": mm}
 
 
 def finish_row(ids: list[int], params: GenerationParams, decode) -> GenerationOutput:

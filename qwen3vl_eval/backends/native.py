@@ -10,56 +10,87 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.checkpoints.hub import hub_cache_dir, resolve_model
-from qwen3vl_eval.model.generate import GenerationOutput, Timings, generate
+from qwen3vl_eval.errors import InputError
+from qwen3vl_eval.model.generate import GenerationOutput, generate
+from qwen3vl_eval.model.qwen3vl import Qwen3VL
 from qwen3vl_eval.model.sampling import GenerationParams, split_reasoning
 from qwen3vl_eval.model.weights import load_model
 from qwen3vl_eval.processor import BatchInputs, Processor
 from qwen3vl_eval.runtime.device import dtype_name, resolve_device, resolve_dtype
 from qwen3vl_eval.runtime.provenance import device_label, software_versions
-
-
-@dataclass
-class Reply:
-    text: str  # the whole decoded reply, special tokens skipped
-    token_ids: list[int]
-    finish_reason: str  # "stop" or "length"
-    reasoning: str | None  # Thinking checkpoints: the text before </think>
-    answer: str  # the text after </think> (the whole text when there is none)
-    prompt_tokens: int
+from qwen3vl_eval.runtime.timing import Timings, free
 
 
 class Engine:
     """Load a checkpoint (folder, Hub id in the local cache, or `tiny`) and answer conversations. Commands pass
     what they resolved (`commands.resolve_target`): the folder, torch device and dtype, and
-    `model_name`, the `--model` value recorded in `info`."""
+    `model_name`, the `--model` value recorded in `info`.
+
+    `fast` (default: on CUDA) replays the decode step from CUDA graphs, fused by inductor first with `compile`.
+    Each image or video is encoded once and kept in a cache of `vision_cache_mb` MiB (0: no cache)."""
 
     def __init__(self, model: str | Path, *, device: str | torch.device = "auto",
                  dtype: str | torch.dtype = "auto", video_prompt: str = "trained", fast: bool | None = None,
-                 vision_cache_mb: int = 1024, model_name: str | None = None) -> None:
-        self.path = resolve_model(model)
-        self.name = model_name or str(model)
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+                 compile: bool = False, vision_cache_mb: int = 1024, model_name: str | None = None) -> None:
+        path = resolve_model(model)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        self._setup(load_model(path, device=dev, dtype=dt), path, name=model_name or str(model),
+                    video_prompt=video_prompt, fast=fast, compile=compile, vision_cache_mb=vision_cache_mb)
+
+    @classmethod
+    def with_model(cls, model: Qwen3VL, processor_dir: Path, *, name: str, video_prompt: str = "trained",
+                   fast: bool | None = None, compile: bool = False, vision_cache_mb: int = 1024) -> Engine:
+        """An engine around a model already built (e.g. random weights of a preset), with the processor and
+        generation defaults of the checkpoint-style folder `processor_dir`."""
+        engine = cls.__new__(cls)
+        engine._setup(model, processor_dir, name=name, video_prompt=video_prompt, fast=fast, compile=compile,
+                      vision_cache_mb=vision_cache_mb)
+        return engine
+
+    def _setup(self, model: Qwen3VL, path: Path, *, name: str, video_prompt: str, fast: bool | None,
+               compile: bool, vision_cache_mb: int) -> None:
+        self.path, self.name, self.model = path, name, model
+        first = next(model.parameters())
+        self.device, self.dtype = first.device, first.dtype
         self.video_prompt = video_prompt
         self.processor = Processor.from_pretrained(self.path)
-        self.model = load_model(self.path, device=self.device, dtype=self.dtype)
         self.defaults = GenerationParams.from_generation_config(self.path / "generation_config.json")
         self.timings = Timings()
         self.vision_cache: OrderedDict[str, tuple[torch.Tensor, list[torch.Tensor]]] = OrderedDict()
         self.vision_cache_bytes, self.vision_cache_limit = 0, vision_cache_mb << 20
         self.decoder = None
+        self.compile = bool(compile)
         if fast if fast is not None else self.device.type == "cuda":
             from qwen3vl_eval.model.cuda_graph import CudaGraphDecoder
 
-            self.decoder = CudaGraphDecoder(self.model)
-        self.info = model_info(self.name, self.path, self.device, self.dtype)
+            self.decoder = CudaGraphDecoder(self.model, compile=compile)
+        elif compile:
+            raise InputError("compile needs the CUDA-graph decode step (fast, on a CUDA device)")
+        self._info: dict[str, Any] | None = None
+
+    def info(self) -> dict[str, Any]:
+        """What a results file records about the model and the software it ran on (the checkpoint hashed once)."""
+        if self._info is None:
+            self._info = {**model_info(self.name, self.path, self.device, self.dtype), "backend": "native",
+                          "video_prompt": self.video_prompt, "cuda_graph": self.decoder is not None,
+                          "compile": self.compile, "attention": "sdpa"}
+        return self._info
+
+    def close(self) -> None:
+        """Drop the model, caches and graphs and return their memory."""
+        self.model = self.decoder = None
+        self.vision_cache.clear()
+        self.vision_cache_bytes = 0
+        free(self.device)
 
     def params(self, **overrides: Any) -> GenerationParams:
         """The checkpoint's defaults with overrides (None values keep the default)."""
@@ -74,7 +105,7 @@ class Engine:
         t0 = time.perf_counter()
         batch = self.processor(conversations, video_prompt=self.video_prompt, base_dir=base_dir)
         batch = batch.to(self.device, self.dtype)
-        self.timings.extra["preprocess_s"] = self.timings.extra.get("preprocess_s", 0.0) + time.perf_counter() - t0
+        self.timings.preprocess += time.perf_counter() - t0
         tok = self.processor.tokenizer
         visual = self.encode_visual(batch)
         outs = generate(self.model, batch.input_ids, batch.attention_mask, params, visual=visual,
@@ -121,6 +152,8 @@ class Engine:
         return out
 
     def _remember(self, key: str, value: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
+        if not self.vision_cache_limit:
+            return
         self.vision_cache[key] = value
         size = lambda v: v[0].nbytes + sum(d.nbytes for d in v[1])  # noqa: E731
         self.vision_cache_bytes += size(value)

@@ -37,15 +37,15 @@ from typing import Any
 import httpx
 import PIL.Image
 
-from qwen3vl_eval.backends.native import Reply
+from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.errors import InputError, ProcessorError
-from qwen3vl_eval.model.generate import Timings
 from qwen3vl_eval.model.sampling import GenerationParams, split_reasoning
 from qwen3vl_eval.processor.image import pil_to_rgb
 from qwen3vl_eval.processor.media import Source, resolve_source
 from qwen3vl_eval.processor.messages import ITEM_OPTIONS, SOURCE_KEYS, as_batch, item_kind
 from qwen3vl_eval.processor.video import VideoSettings, decode_clip, format_timestamp, frame_group_timestamps
 from qwen3vl_eval.runtime.provenance import software_versions
+from qwen3vl_eval.runtime.timing import Timings
 
 VIDEO_MODES = ("frames", "url")
 VIDEO_URL_SCHEMES = ("data", "file")
@@ -293,6 +293,11 @@ class OpenAIBackend:
                 f"video_mode={self.video_mode!r}, concurrency={self.concurrency})")
 
     @property
+    def name(self) -> str:
+        """The served model name when known, else the server's address."""
+        return self._model or _redact_url(self.base_url)
+
+    @property
     def model(self) -> str:
         """The served model name: as given, else the first id the server's /v1/models lists."""
         if self._model is None:
@@ -304,7 +309,6 @@ class OpenAIBackend:
                                    ) from None
         return self._model
 
-    @property
     def info(self) -> dict[str, Any]:
         """What a results file records about this backend (no secrets)."""
         return {"backend": "openai", "model": self._model, "base_url": _redact_url(self.base_url),
@@ -332,10 +336,11 @@ class OpenAIBackend:
 
     # -------------------------------------------------------------------------------------------- chat
     def chat(self, conversations: list, params: GenerationParams | None = None, *,
-             base_dir: str | os.PathLike | None = None) -> list[Reply]:
+             base_dir: str | os.PathLike | None = None, on_tokens=None) -> list[Reply]:
         """One reply per conversation (CONTRACTS section 4 messages), requests sent concurrently. Greedy with
         128 new tokens when `params` is None. Raises InputError for a request the server rejects (4xx) and
-        BackendError when retries run out."""
+        BackendError when retries run out. `on_tokens` is part of the backend contract; replies arrive whole
+        here (no streaming), so it is not called."""
         params = (params or GenerationParams()).validate()
         batch, _ = as_batch(conversations)
         bodies = [request_body(to_openai_messages(conv, base_dir=base_dir, video_mode=self.video_mode,

@@ -32,7 +32,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from qwen3vl_eval.backends.native import Engine, Reply
+from qwen3vl_eval.backends.base import Reply
+from qwen3vl_eval.backends.native import Engine
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.model.sampling import GenerationParams
 from qwen3vl_eval.processor.messages import ITEM_OPTIONS, media_items

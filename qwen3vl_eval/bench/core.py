@@ -22,13 +22,9 @@ from `DEVICE_PEAKS` (datasheet figures, overridable).
 from __future__ import annotations
 
 import datetime as _dt
-import gc
 import json
 import math
-import platform
 import re
-import resource
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +36,7 @@ from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.model.config import Qwen3VLConfig
 from qwen3vl_eval.report.stats import summarize
 from qwen3vl_eval.runtime.provenance import device_name, software_versions
+from qwen3vl_eval.runtime.timing import Stopwatch, free, peak_memory_mb, reset_peak_memory
 
 # ------------------------------------------------------------------------------------------------ device peaks
 
@@ -83,71 +80,6 @@ def device_peak(device_name: str, *, bandwidth_gbs: float | None = None,
     known = known or DevicePeak(device_name, 0.0, 0.0, 0.0)
     return DevicePeak(known.name, bandwidth_gbs or known.bandwidth_gbs, tflops or known.bf16_tflops,
                       tflops or known.fp32_tflops)
-
-
-# ------------------------------------------------------------------------------------------------ timing
-
-
-class Stopwatch:
-    """Times regions on one device: CUDA events on CUDA (read after one synchronisation), perf_counter on CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.device = device
-
-    def time(self, fn: Callable[[], Any]) -> tuple[Any, float]:
-        """Run `fn()` and return (its result, elapsed milliseconds), the device work included."""
-        if self.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(self.device)
-            start.record()
-            out = fn()
-            end.record()
-            torch.cuda.synchronize(self.device)
-            return out, float(start.elapsed_time(end))
-        t0 = time.perf_counter()
-        out = fn()
-        return out, (time.perf_counter() - t0) * 1000.0
-
-
-def measure(fn: Callable[[], Any], *, warmup: int, repeats: int, device: torch.device) -> list[float]:
-    """Milliseconds of `repeats` calls of `fn` after `warmup` untimed ones."""
-    if repeats < 1 or warmup < 0:
-        raise InputError("repeats must be >= 1 and warmup >= 0")
-    sw = Stopwatch(device)
-    for _ in range(warmup):
-        fn()
-    return [sw.time(fn)[1] for _ in range(repeats)]
-
-
-# ------------------------------------------------------------------------------------------------ memory
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a fresh peak: CUDA allocator peak, or the process's RSS high-water mark on Linux."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
-    except OSError:
-        pass
-
-
-def peak_memory_mb(device: torch.device) -> tuple[float, str]:
-    """(peak MiB, what it is): `torch.cuda.max_memory_allocated` on CUDA, the RSS peak on CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024, "rss_peak"
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return (rss / 2**20 if platform.system() == "Darwin" else rss / 1024), "rss_peak_process"
 
 
 # ------------------------------------------------------------------------------------------------ configurations
@@ -652,7 +584,7 @@ def bench(backends: Sequence[tuple[str, Callable[[], Backend]]], configs: Sequen
         except RuntimeError as e:
             log(f"[bench]   {name} failed to build: {_err(e)}")
             rows += [{**base, **cfg.describe(), "error": f"model build failed: {_err(e)}"} for cfg in configs]
-            _free(device)
+            free(device)
             continue
         try:
             for cfg in configs:
@@ -669,24 +601,18 @@ def bench(backends: Sequence[tuple[str, Callable[[], Backend]]], configs: Sequen
                 except RuntimeError as e:  # torch.OutOfMemoryError included
                     row["error"] = _err(e)
                     log(f"[bench]   failed: {row['error']}")
-                    _free(device)
+                    free(device)
                 rows.append(row)
         finally:
             backend.close()
             backend = None
-            _free(device)
+            free(device)
     return rows
 
 
 def _err(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}"
-
-
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _short(cfg: BenchConfig) -> str:

@@ -59,7 +59,7 @@ def serve(
     engine = Engine(target.path, device=target.device, dtype=target.dtype, video_prompt=video_prompt,
                     model_name=target.name)
     name = served_model_name or model
-    print(f"serving {name} on http://{host}:{port}/v1 ({engine.info['device']}, {engine.info['dtype']})",
+    print(f"serving {name} on http://{host}:{port}/v1 ({engine.info()['device']}, {engine.info()['dtype']})",
           file=sys.stderr)
     run_server(engine, host=host, port=port, model_name=name, api_key=api_key, max_batch_size=max_batch_size,
                batch_wait_ms=batch_wait_ms, log_level=log_level)

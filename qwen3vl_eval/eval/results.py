@@ -17,8 +17,9 @@ from qwen3vl_eval.eval.prompts import PROMPTS
 from qwen3vl_eval.eval.reports import write_outputs
 from qwen3vl_eval.eval.sample_log import read_predictions, write_records
 from qwen3vl_eval.eval.task import TaskSpec
+from qwen3vl_eval.runtime.timing import PHASES
 
-TIMING_KEYS = ("preprocess", "vision", "prefill", "decode")
+TIMING_KEYS = PHASES
 
 
 def now() -> str:
@@ -53,16 +54,6 @@ def score_sample(spec: TaskSpec, sample: Sample, prediction: str | None, error: 
 
 
 # ---------------------------------------------------------------- throughput
-
-def backend_timings(backend: Any) -> dict[str, float]:
-    """Cumulative phase seconds of a backend, as `{preprocess, vision, prefill, decode, generated_tokens}`,
-    from a dict or an object with `as_dict()` (keys with or without an `_s` suffix)."""
-    t = getattr(backend, "timings", None)
-    if t is None:
-        return {}
-    raw = t.as_dict() if hasattr(t, "as_dict") else dict(t)
-    return {k.removesuffix("_s"): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
-
 
 def request_latencies(backend: Any, start: int) -> list[float]:
     """Seconds of each successful request a server backend (`backend.requests`) made since index `start`."""

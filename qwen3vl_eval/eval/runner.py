@@ -27,8 +27,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from qwen3vl_eval.backends.base import Backend
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.adapters import Sample
 from qwen3vl_eval.eval.distributed import SINGLE, Dist
@@ -36,7 +37,6 @@ from qwen3vl_eval.eval.media import checked_image
 from qwen3vl_eval.eval.prompts import PROMPTS, build_messages
 from qwen3vl_eval.eval.results import (
     TIMING_KEYS,
-    backend_timings,
     finish,
     now,
     request_latencies,
@@ -45,6 +45,7 @@ from qwen3vl_eval.eval.results import (
 )
 from qwen3vl_eval.eval.sample_log import append_records, merge_logs, rank_logs, read_records
 from qwen3vl_eval.eval.task import TaskSpec
+from qwen3vl_eval.runtime.timing import free
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +56,6 @@ class BatchOutOfMemory(Exception):
 
 class SampleTimeout(Exception):
     """A batch's generation ran past `--sample-timeout`."""
-
-
-class Backend(Protocol):
-    """What the runner needs from a model: `qwen3vl_eval.backends.native.Engine` satisfies it."""
-
-    timings: dict[str, float]
-    info: dict[str, Any]
-
-    def chat(self, conversations: list[list[dict]], params: Any) -> list[Any]:
-        """One reply (with .text, .token_ids, .finish_reason) per conversation."""
-        ...
 
 
 def conversation(spec: TaskSpec, sample: Sample) -> list[dict]:
@@ -113,9 +103,8 @@ def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: P
     gen = Generator(spec, backend, params, batch_size, sample_timeout)
     n_errors = 0
     started, t0 = now(), time.perf_counter()
-    timings0 = backend_timings(backend)
+    timings0 = backend.timings.copy()
     requests0 = len(getattr(backend, "requests", None) or [])
-    tokens = 0  # from the replies' token ids: only for a backend without a token counter (see below)
     own = path if not dist.enabled else out_dir / f"samples.rank{dist.rank}.jsonl"
     with open(own, "a", encoding="utf-8") as f:
         i = 0
@@ -123,24 +112,22 @@ def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: P
             batch = mine[i : i + gen.batch_size]  # shrinks after an out-of-memory split
             i += len(batch)
             records = gen.run_batch(batch)
-            tokens += sum(r.get("generated_tokens") or 0 for r in records)
             n_errors += sum(bool(r["error"]) for r in records)
             append_records(f, records)
             if on_progress:
                 on_progress(len(batch), n_errors)
     wall = time.perf_counter() - t0
-    timings1 = backend_timings(backend)
-    if "generated_tokens" in timings1:  # the backend's own count: servers return usage, not token ids
-        tokens = int(timings1["generated_tokens"] - timings0.get("generated_tokens", 0.0))
+    spent = backend.timings - timings0
+    tokens = spent.generated_tokens  # the backend's own count: servers return usage, not token ids
     stats = {"samples": len(mine), "wall_s": wall, "tokens": tokens, "oom_splits": gen.oom_splits,
              "timeouts": gen.timeouts, "effective_batch_size": gen.batch_size,
-             "time_s": {k: timings1.get(k, 0.0) - timings0.get(k, 0.0) for k in TIMING_KEYS},
+             "time_s": {k: getattr(spent, k) for k in TIMING_KEYS},
              "request_latency_s": request_latencies(backend, requests0)}
     per_rank = dist.gather(stats)  # also the barrier: every rank log is complete after it
     if not dist.is_main:
         return None
     records = merge_logs(out_dir, samples)
-    extra = {"model_info": dict(getattr(backend, "info", {}) or {}),
+    extra = {"model_info": dict(backend.info()),
              "throughput": throughput(per_rank, resumed_from=len(done), with_requests=hasattr(backend, "requests")),
              "started": started, "finished": now(), "data_source": data_source}
     cfg = {**(config or {}), "batch_size": batch_size, "generation": _as_dict(params),
@@ -161,12 +148,6 @@ def is_oom(e: BaseException) -> bool:
             return True
     msg = str(e).lower()
     return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
-
-
-def _free_memory() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class Generator:
@@ -192,10 +173,9 @@ class Generator:
         except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
             self._streams = False
 
-    def _generated(self) -> int | None:
-        """The backend's generated-token counter (`timings.generated_tokens`), None when it keeps none."""
-        value = backend_timings(self.backend).get("generated_tokens")
-        return None if value is None else int(value)
+    def _generated(self) -> int:
+        """The backend's generated-token counter (`timings.generated_tokens`)."""
+        return self.backend.timings.generated_tokens
 
     def _chat(self, convs: list[list[dict]]) -> list[Any]:
         if self.timeout is None:
@@ -243,7 +223,7 @@ class Generator:
                 continue
             except Exception as e:
                 if is_oom(e):
-                    _free_memory()
+                    free()
                     if len(group) > 1:
                         half = (len(group) + 1) // 2
                         self.oom_splits += 1
@@ -259,7 +239,7 @@ class Generator:
                 s = group[0][0]
                 records[s.id] = score_sample(spec, s, None, f"{type(e).__name__}: {e}")
                 continue
-            counted = self._generated() - before if before is not None else None
+            counted = self._generated() - before
             for (s, _), reply in zip(group, replies):
                 ids = getattr(reply, "token_ids", None)
                 # per sample: the reply's token ids; a server returns none, so then the backend's counter when

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from qwen3vl_eval.model.kv_cache import KVCache, allocate_caches
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 from qwen3vl_eval.model.rope import decode_position_ids, rope_index
 from qwen3vl_eval.model.sampling import GenerationParams, find_stop, make_generator, process_logits, select_tokens
+from qwen3vl_eval.runtime.timing import Timings
 
 
 @dataclass
@@ -29,22 +30,6 @@ class GenerationOutput:
     token_ids: list[int]
     finish_reason: str  # "stop" (eos or stop string) or "length"
     text: str | None = None  # set when a decode function was given
-
-
-@dataclass
-class Timings:
-    """Seconds spent per phase (cumulative over calls) and counters."""
-
-    vision: float = 0.0
-    prefill: float = 0.0
-    decode: float = 0.0
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, float]:
-        return {"vision_s": self.vision, "prefill_s": self.prefill, "decode_s": self.decode,
-                "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens, **self.extra}
 
 
 def _sync(device: torch.device) -> None:
