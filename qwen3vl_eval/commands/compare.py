@@ -50,6 +50,7 @@ def compare(
         to_json,
         write_charts,
     )
+    from qwen3vl_eval.report.html import write_compare_page
 
     if len(results) < 2:
         raise fail("compare needs at least two RESULTs: the baseline first, then one or more candidates")
@@ -82,8 +83,11 @@ def compare(
         json_file.parent.mkdir(parents=True, exist_ok=True)
         json_file.write_text(json.dumps(data, indent=2) + "\n")
 
+    html = write_compare_page(comparisons, gate, out_dir, max_flips=max_flips)
+
     _print_summary(comparisons, gate)
     typer.echo(f"report: {out_dir / 'report.md'}")
+    typer.echo(f"html {html.describe()}")
     if gate.active and not data["gate"]["passed"]:
         raise typer.Exit(1)
 

@@ -152,6 +152,7 @@ def run(
     from qwen3vl_eval.eval.data import load_samples
     from qwen3vl_eval.eval.runner import generation_kwargs, run_task
     from qwen3vl_eval.eval.task import resolve_tasks
+    from qwen3vl_eval.report.html import write_index, write_task_page
 
     ctx = distributed.from_env()  # rank 0 of 1 unless launched by torchrun
 
@@ -205,7 +206,7 @@ def run(
     overrides = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
                  "seed": seed}
     try:
-        summary = []
+        summary, pages = [], []
         with progress_bar(ctx.is_main) as bar:
             for spec, samples in loaded:
                 kw = generation_kwargs(spec, overrides)
@@ -228,8 +229,12 @@ def run(
                 bar.update(bar_id, completed=len(samples))
                 if results is not None:
                     summary.append(results)
+                    pages.append(write_task_page(output / spec.task, spec, samples, in_run=True))
         if ctx.is_main:
+            pages.append(write_index(output, pages))
             _print_summary(summary, output)
+            for p in pages:
+                print(f"html {p.describe()}")
     finally:
         close = getattr(engine, "close", None)
         if callable(close):

@@ -1,4 +1,5 @@
-"""`qwen3vl-eval score`: score saved predictions without a model (same results.json and report.md as run)."""
+"""`qwen3vl-eval score`: score saved predictions without a model (same results.json, report.md and report.html as
+run)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def score(
     from qwen3vl_eval.eval.data import load_samples
     from qwen3vl_eval.eval.results import score_predictions
     from qwen3vl_eval.eval.task import resolve_tasks
+    from qwen3vl_eval.report.html import write_task_page
 
     specs = resolve_tasks(task)
     if len(specs) != 1:
@@ -38,3 +40,4 @@ def score(
     missing = f", {results['n_missing']} missing" if results.get("n_missing") else ""
     print(f"{spec.task}: {metrics} (n={results['n_samples']}, errors {results['n_errors']}{missing})")
     print(f"results in {out}")
+    print(f"html {write_task_page(out, spec, samples).describe()}")

@@ -74,6 +74,12 @@ class _Samples:
         return self.cache[task]
 
 
+def _flip_view(store: MediaStore, f: Any, b: Any, k: Any, sample: Any, spec: Any, metric: str) -> FlipView:
+    """A changed sample: the baseline's and the candidate's records, each with its own boxes or spans."""
+    rows = [build_row(store, (r.samples or {}).get(f.id, {"id": f.id}), sample, spec, metric) for r in (b, k)]
+    return FlipView(f.id, f.baseline_score, f.candidate_score, rows[0], rows[1])
+
+
 def _flip_groups(c: Any, store: MediaStore, samples: _Samples, max_flips: int) -> list[FlipGroup]:
     groups = []
     for task, per_metric in c.flips.items():
@@ -83,19 +89,14 @@ def _flip_groups(c: Any, store: MediaStore, samples: _Samples, max_flips: int) -
         for metric, flips in per_metric.items():
             if not flips:
                 continue
-
-            def view(f: Any, metric: str = metric) -> FlipView:
-                sample = by_id.get(f.id)
-                return FlipView(f.id, f.baseline_score, f.candidate_score,
-                                build_row(store, (b.samples or {}).get(f.id, {"id": f.id}), sample, spec, metric),
-                                build_row(store, (k.samples or {}).get(f.id, {"id": f.id}), sample, spec, metric))
-
             lower = sorted((f for f in flips if f.candidate_score < f.baseline_score),
                            key=lambda f: f.candidate_score - f.baseline_score)
             higher = sorted((f for f in flips if f.candidate_score > f.baseline_score),
                             key=lambda f: f.baseline_score - f.candidate_score)
-            groups.append(FlipGroup(task, metric, metric == primary, [view(f) for f in lower[:max_flips]],
-                                    [view(f) for f in higher[:max_flips]], len(lower), len(higher), note))
+            views = [[_flip_view(store, f, b, k, by_id.get(f.id), spec, metric) for f in group[:max_flips]]
+                     for group in (lower, higher)]
+            groups.append(FlipGroup(task, metric, metric == primary, views[0], views[1], len(lower), len(higher),
+                                    note))
     return groups
 
 

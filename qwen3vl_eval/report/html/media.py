@@ -99,7 +99,7 @@ class MediaStore:
 
     def sample_media(self, sample: Any, spec: Any, frames: int | None = None) -> SampleMedia:
         """Thumbnails of a sample's images and frames of its videos; a missing or unreadable file is a note."""
-        from qwen3vl_eval.eval.data import open_image
+        from qwen3vl_eval.eval.media import checked_image
 
         out = SampleMedia()
         if sample is None:
@@ -110,7 +110,7 @@ class MediaStore:
             return out
         try:
             for ref in sample.images:
-                out.images.append(self.thumb(open_image(ref, sample.media_roots)))
+                out.images.append(self.thumb(checked_image(ref, sample.media_roots)))
             for video in sample.videos:
                 options = (spec.media or {}).get("video", {}) if spec is not None else {}
                 out.clips.append(self.clip(str(video), options, frames or STRIP_FRAMES))

@@ -96,7 +96,7 @@ def find_spec(task: str | None) -> Any:
 
 def latest_records(path: Path) -> list[dict]:
     """samples.jsonl records, the last one of each id, in first-seen order."""
-    from qwen3vl_eval.eval.runner import read_records
+    from qwen3vl_eval.eval.sample_log import read_records
 
     by_id: dict[str, dict] = {}
     for rec in read_records(path):
@@ -104,11 +104,14 @@ def latest_records(path: Path) -> list[dict]:
     return list(by_id.values())
 
 
-def write_task_page(task_dir: Path, spec: Any = None, samples: list | None = None,
-                    page_size: int = PAGE_SIZE) -> PageSet:
+def write_task_page(task_dir: Path, spec: Any = None, samples: list | None = None, page_size: int = PAGE_SIZE,
+                    in_run: bool | None = None) -> PageSet:
     """Write `task_dir/report.html` (and its further pages and media) from the folder's results.json and
-    samples.jsonl. `spec` and `samples` default to the registry's task and its data as the run read them."""
+    samples.jsonl. `spec` and `samples` default to the registry's task and its data as the run read them;
+    `in_run` links the run's index.html (default: when the parent folder has one)."""
     task_dir = Path(task_dir)
+    if in_run is None:
+        in_run = (task_dir.parent / "index.html").is_file()
     results = read_json(task_dir / "results.json")
     if not isinstance(results, dict) or "metrics" not in results:
         raise InputError(f"{task_dir / 'results.json'}: missing or not a results file")
@@ -128,7 +131,8 @@ def write_task_page(task_dir: Path, spec: Any = None, samples: list | None = Non
             "parse_failure_rate": results["metrics"].get("parse_failure_rate"),
             "breakdowns": breakdown_tables(results.get("breakdowns")), "throughput": results.get("throughput"),
             "primary": metric, "correct_at": CORRECT_AT, "counts": counts, "n_rows": len(rows), "note": note,
-            "pages": [page_name(k) for k in range(1, n_pages + 1)], "description": getattr(spec, "description", "")}
+            "pages": [page_name(k) for k in range(1, n_pages + 1)], "description": getattr(spec, "description", ""),
+            "in_run": in_run}
     pages = PageSet(str(results.get("task")))
     used: set[str] = set()
     for k in range(1, n_pages + 1):
