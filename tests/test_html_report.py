@@ -172,7 +172,9 @@ def test_run_pages_show_each_media_kind(smoke_run):
     video = page(out / "synth_videoqa" / "report.html").find("table", "samples")[0]
     for row in video.find("tbody")[0].find("tr"):
         captions = [c.text for c in row.find("figcaption")]
-        assert 2 <= len(captions) <= 8 and all(re.fullmatch(r"\d+\.\d s", c) for c in captions)
+        shown, sampled = map(int, re.search(r"(\d+) of (\d+) sampled frames", row.text).groups())
+        assert shown == len(captions) == min(8, sampled) and sampled >= 4  # 2 s at fps 2, min_frames 4
+        assert all(re.fullmatch(r"\d+\.\d s", c) for c in captions) and captions[0] == "0.0 s"
         assert "Question:" in row.find("td")[2].text  # the prompt text as the template wrote it
     grounding = page(out / "synth_grounding" / "report.html")
     assert len(grounding.find("rect", "box-target")) == 2 and grounding.find("svg", "boxes")

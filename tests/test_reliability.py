@@ -60,14 +60,21 @@ def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def complete_lines(out: Path) -> int:
-    """Complete lines in every samples*.jsonl under a run folder."""
-    n = 0
+    """Samples logged (complete lines, each id once per task folder) in every samples*.jsonl under a run folder.
+    Ids, not lines: while a data-parallel merge runs, a record is in the new samples.jsonl and in the rank log
+    that the merge is about to delete, and would be counted twice."""
+    seen: set[tuple[Path, str]] = set()
     for p in out.rglob("samples*.jsonl"):
         try:
-            n += p.read_bytes().count(b"\n")
+            lines = p.read_bytes().split(b"\n")[:-1]
         except FileNotFoundError:  # renamed by a merge meanwhile
-            pass
-    return n
+            continue
+        for i, line in enumerate(lines):
+            try:
+                seen.add((p.parent, str(json.loads(line)["id"])))
+            except (ValueError, KeyError, TypeError):
+                seen.add((p, f"line {i}"))
+    return len(seen)
 
 
 def wait_for_lines(out: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:

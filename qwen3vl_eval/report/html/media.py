@@ -131,7 +131,8 @@ class MediaStore:
             decoded = decode_clip(resolve_source(path), settings)
             fps = decoded.native_fps or DEFAULT_FPS
             n = len(decoded.indices)
-            picks = sorted({round(i * (n - 1) / max(1, show - 1)) for i in range(min(show, n))})
+            k = min(show, n)
+            picks = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
             frames = []
             for i in picks:
                 img = Image.fromarray(decoded.frames[i].permute(1, 2, 0).contiguous().numpy())
