@@ -9,7 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from qwen3vl_eval.cli import app
-from qwen3vl_eval.compare.core import Gate, compare_results, load_result, parse_metric_overrides
+from qwen3vl_eval.compare.comparison import compare_results
+from qwen3vl_eval.compare.gates import Gate, parse_metric_overrides
+from qwen3vl_eval.compare.results import load_result
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.report.stats import paired_bootstrap
 

@@ -25,7 +25,7 @@ from test_reliability import (
 
 from qwen3vl_eval.errors import InputError, TaskError
 from qwen3vl_eval.eval.data import load_samples
-from qwen3vl_eval.eval.distributed import Dist, from_env, rank_device
+from qwen3vl_eval.eval.distributed import Dist, from_env
 from qwen3vl_eval.eval.runner import run_task
 from qwen3vl_eval.eval.sample_log import merge_logs, rank_logs, read_records
 from qwen3vl_eval.eval.task import load_registry
@@ -151,17 +151,17 @@ def test_rank_devices(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     two = Dist(1, 2, 1)
-    assert rank_device("auto", two) == "cpu" and rank_device("cpu", two) == "cpu"
-    assert rank_device("cuda:3", Dist()) == "cuda:3"  # a single process keeps what it is given
+    assert two.device("auto") == "cpu" and two.device("cpu") == "cpu"
+    assert Dist().device("cuda:3") == "cuda:3"  # a single process keeps what it is given
     with pytest.raises(InputError, match="cuda:LOCAL_RANK"):
-        rank_device("cuda:0", two)
+        two.device("cuda:0")
     with pytest.raises(InputError, match="not available"):
-        rank_device("cuda", two)
+        two.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert rank_device("auto", two) == "cuda:1" and rank_device("cuda", two) == "cuda:1"
+    assert two.device("auto") == "cuda:1" and two.device("cuda") == "cuda:1"
     with pytest.raises(InputError, match="LOCAL_RANK 2"):
-        rank_device("cuda", Dist(2, 3, 2))
+        Dist(2, 3, 2).device("cuda")
 
 
 def test_environment_without_torchrun_is_a_single_process(monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -40,16 +39,10 @@ def compare(
     Once any gate is set, a task, metric, throughput figure or bench row of the baseline that a candidate lacks,
     and a task_version mismatch, are failures too.
     """
-    from qwen3vl_eval.compare.core import (
-        Gate,
-        check_overrides,
-        compare_results,
-        load_result,
-        parse_metric_overrides,
-        render_markdown,
-        to_json,
-        write_charts,
-    )
+    from qwen3vl_eval.compare.comparison import compare_results
+    from qwen3vl_eval.compare.gates import Gate, check_overrides, parse_metric_overrides
+    from qwen3vl_eval.compare.render import write_report
+    from qwen3vl_eval.compare.results import load_result
     from qwen3vl_eval.report.html import write_compare_page
 
     if len(results) < 2:
@@ -73,15 +66,7 @@ def compare(
                    for c in candidates]
 
     out_dir = output or Path("reports") / "compare" / time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    made = write_charts(comparisons, out_dir) if charts else {}
-    report = render_markdown(comparisons, gate, max_flips=max_flips, charts=made)
-    (out_dir / "report.md").write_text(report)
-    data = to_json(comparisons, gate)
-    (out_dir / "compare.json").write_text(json.dumps(data, indent=2) + "\n")
-    if json_file:
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(json.dumps(data, indent=2) + "\n")
+    data = write_report(comparisons, gate, out_dir, json_file=json_file, charts=charts, max_flips=max_flips)
 
     html = write_compare_page(comparisons, gate, out_dir, max_flips=max_flips)
 
@@ -93,7 +78,7 @@ def compare(
 
 
 def _print_summary(comparisons, gate) -> None:
-    from qwen3vl_eval.compare.core import metric_table, speed_table
+    from qwen3vl_eval.compare.render import metric_table, speed_table
 
     for c in comparisons:
         typer.echo(f"\n{c.candidate.label} vs {c.baseline.label}")

@@ -25,7 +25,8 @@ def main(
     dump: Path = typer.Option(None, "--dump", help="write every produced tensor to DIR/<case>.safetensors"),
 ) -> None:
     """Run each golden case and print a per-key table; exit 1 when any key fails."""
-    from qwen3vl_eval.model.parity import load_case, run_case, write_json  # heavy imports after --help
+    from qwen3vl_eval.model.parity import load_case, run_case  # heavy imports after --help
+    from qwen3vl_eval.report.files import write_json
 
     target = resolve_target(None, device, dtype)  # each case names its own checkpoint folder
     dev, dt = target.device, target.dtype
@@ -46,7 +47,7 @@ def main(
                           f"{r.cosine:.7f}", f"{verdict} {r.note}".rstrip())
         console.print(table)
     if json_file is not None:
-        write_json(results, json_file)
+        write_json(json_file, [row for r in results for row in r.to_json()])
     failed = [(r.case, row.key) for r in results for row in r.rows if not row.passed]
     for case, key in failed:
         console.print(f"[bold red]FAIL[/bold red] {case}: {key}")

@@ -182,7 +182,7 @@ def run(
         raise InputError(f"--output {output}: no such run folder to resume")
     RUN_STATE["output"] = output  # named in the message if the run is interrupted
     if backend != "openai":  # a server holds the openai backend's devices
-        device = backend_options["device"] = distributed.rank_device(device, ctx)
+        device = backend_options["device"] = ctx.device(device)
 
     loaded = []
     for spec in specs:  # all data first, so a missing dataset fails before the model loads
@@ -209,10 +209,7 @@ def run(
         summary, pages = [], []
         with progress_bar(ctx.is_main) as bar:
             for spec, samples in loaded:
-                kw = generation_kwargs(spec, overrides)
-                if "stop" in kw:
-                    kw["stop"] = tuple(kw["stop"])
-                params = GenerationParams(**kw)
+                params = GenerationParams().with_overrides(**generation_kwargs(spec, overrides))
                 bar_id = bar.add_task(spec.task, total=len(samples), errors=0, rate="")
                 state = {"done": 0, "t0": time.perf_counter()}
 

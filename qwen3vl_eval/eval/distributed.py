@@ -71,6 +71,15 @@ class Dist:
         dist.all_gather_object(out, value)
         return out
 
+    def device(self, name: str) -> str:
+        """The `--device` value this rank uses: unchanged in a single process, else resolved for LOCAL_RANK
+        (`runtime.device.resolve_device`)."""
+        if not self.enabled:
+            return name
+        from qwen3vl_eval.runtime.device import resolve_device
+
+        return str(resolve_device(name, local_rank=self.local_rank))
+
     def close(self) -> None:
         """Leave the process group."""
         if self.enabled:
@@ -120,28 +129,3 @@ def from_env(timeout_s: float | None = None) -> Dist:
                 os.environ.get("QWEN3VL_EVAL_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
             dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
     return ctx
-
-
-def rank_device(device: str, ctx: Dist) -> str:
-    """The `--device` value a rank uses: `auto`/`cuda` become `cuda:LOCAL_RANK` when CUDA is there (`auto`
-    falls back to cpu); `cpu` stays; an explicit `cuda:N` is refused in a multi-process run."""
-    if not ctx.enabled:
-        return device
-    d = device.strip().lower()
-    if d == "cpu":
-        return "cpu"
-    if d.startswith("cuda:"):
-        raise InputError(f"--device {device}: with several processes each rank uses cuda:LOCAL_RANK; pass "
-                         "--device cuda (or auto)")
-    if d in ("auto", "cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            if ctx.local_rank >= torch.cuda.device_count():
-                raise InputError(f"LOCAL_RANK {ctx.local_rank}: only {torch.cuda.device_count()} CUDA device(s) "
-                                 "on this node; lower --nproc-per-node")
-            return f"cuda:{ctx.local_rank}"
-        if d == "cuda":
-            raise InputError("--device cuda: CUDA is not available on this machine")
-        return "cpu"
-    return device

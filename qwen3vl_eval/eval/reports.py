@@ -3,40 +3,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
+from qwen3vl_eval.report.files import cell, markdown_table, write_json, write_text
+
 N_EXAMPLES = 5
-
-
-def fmt(v: Any, digits: int = 2) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def _short(v: Any, n: int = 80) -> str:
-    s = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-    s = s.replace("\n", " ").replace("|", "\\|")
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A markdown table."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def render_report(results: dict, records: list[dict]) -> str:
@@ -54,25 +26,26 @@ def render_report(results: dict, records: list[dict]) -> str:
             f"parse failures {results.get('n_parse_failures', 0)})", f"- created: {results['created']}",
             f"- data: {results.get('data_source') or '-'}",
             f"- versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}", ""]
-    out += ["## Metrics", "", table(["metric", "value"], [[k, v] for k, v in m.items()]), ""]
+    out += ["## Metrics", "", markdown_table(["metric", "value"], [[k, v] for k, v in m.items()]), ""]
     for fld, groups in (results.get("breakdowns") or {}).items():
         names = [k for k in next(iter(groups.values()), {}) if k != "n"]
-        out += [f"## By {fld}", "", table([fld, "n", *names], [[g, v["n"], *[v[k] for k in names]]
+        out += [f"## By {fld}", "", markdown_table([fld, "n", *names], [[g, v["n"], *[v[k] for k in names]]
                                                               for g, v in groups.items()]), ""]
     tp = results.get("throughput")
     if tp:
         rows = [["samples/s", tp.get("samples_per_s")], ["generated tokens/s", tp.get("generated_tokens_per_s")],
                 ["generated tokens", tp.get("generated_tokens")], ["wall s", tp.get("wall_s")]]
         rows += [[f"{k} s", v] for k, v in (tp.get("time_s") or {}).items()]
-        out += ["## Throughput", "", table(["", "value"], rows), ""]
+        out += ["## Throughput", "", markdown_table(["", "value"], rows), ""]
     ok = [r for r in records if not r.get("error")][:N_EXAMPLES]
     if ok:
-        out += ["## Examples", "", table(["id", "target", "prediction", "extracted", "scores"],
-                                         [[r["id"], _short(r["target"]), _short(r.get("prediction")),
-                                           _short(r.get("extracted")), _short(r.get("scores"))] for r in ok]), ""]
+        rows = [[r["id"], *(cell(r.get(k), 80) for k in ("target", "prediction", "extracted", "scores"))]
+                for r in ok]
+        out += ["## Examples", "", markdown_table(["id", "target", "prediction", "extracted", "scores"], rows), ""]
     bad = [r for r in records if r.get("error")][:N_EXAMPLES]
     if bad:
-        out += ["## Errors", "", table(["id", "error"], [[r["id"], _short(r["error"], 160)] for r in bad]), ""]
+        rows = [[r["id"], cell(r["error"], 160)] for r in bad]
+        out += ["## Errors", "", markdown_table(["id", "error"], rows), ""]
     return "\n".join(out)
 
 
@@ -80,4 +53,4 @@ def write_outputs(out_dir: Path, results: dict, records: list[dict], spec: Any =
     """results.json and report.md into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "results.json", results)
-    (out_dir / "report.md").write_text(render_report(results, records))
+    write_text(out_dir / "report.md", render_report(results, records))

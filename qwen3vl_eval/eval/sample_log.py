@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.adapters import Sample
+from qwen3vl_eval.report.files import write_text
 
 
 def read_records(path: Path, repair: bool = False) -> list[dict]:
@@ -54,34 +55,20 @@ def _record(line: bytes) -> dict | None:
     return rec if isinstance(rec, dict) and "id" in rec else None
 
 
+def _lines(records: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
 def append_records(f: IO[str], records: list[dict]) -> None:
     """Append records as JSON lines in one write, then flush and fsync (a checkpoint per batch)."""
-    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    f.write(_lines(records))
     f.flush()
     os.fsync(f.fileno())
 
 
 def write_records(path: Path, records: list[dict]) -> None:
-    """Replace `path` with `records` atomically (temp file, fsync, rename, fsync of the folder)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        append_records(f, records)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside `folder` durable (where the platform has directory file descriptors)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+    """Replace `path` with `records` atomically and durably."""
+    write_text(path, _lines(records))
 
 
 def rank_logs(out_dir: Path) -> list[Path]:

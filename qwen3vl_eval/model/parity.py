@@ -10,7 +10,6 @@ leading tokens and does not fail on them.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -307,8 +306,3 @@ def compare(key: str, ours: Tensor, gold: Tensor, mask: Tensor, atol: float, rto
     rel = err / scale if scale > 0 else err
     ok = math.isfinite(err) and err <= atol + rtol * scale
     return Row(key, shape, err, rel, cosine, ok)
-
-
-def write_json(results: list[CaseResult], path: Path) -> None:
-    rows = [row for r in results for row in r.to_json()]
-    path.write_text(json.dumps(rows, indent=2) + "\n")

@@ -49,8 +49,15 @@ class GenerationParams:
         return self
 
     def with_overrides(self, **overrides: Any) -> GenerationParams:
-        """A copy with the given fields replaced; None values are ignored."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validate()
+        """A validated copy with the given fields replaced (None values ignored; `stop` and `eos_token_ids` may
+        be a single value or a list). The one way to build parameters from settings: checkpoint defaults, task
+        `generation:` keys, command-line flags and request fields all come through here."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for key in ("stop", "eos_token_ids"):
+            if key in given:
+                v = given[key]
+                given[key] = (v,) if isinstance(v, (str, int)) else tuple(v)
+        return replace(self, **given).validate()
 
     @classmethod
     def from_generation_config(cls, path: str | Path | None, **overrides: Any) -> GenerationParams:
@@ -67,13 +74,11 @@ class GenerationParams:
             base = {k: gc[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty") if k in gc}
             if not gc.get("do_sample", False):
                 base["temperature"] = 0.0
-            eos = gc.get("eos_token_id")
-            if eos is not None:
-                base["eos_token_ids"] = tuple(eos) if isinstance(eos, list) else (eos,)
+            base["eos_token_ids"] = gc.get("eos_token_id")
             if gc.get("max_new_tokens") is not None:
                 base["max_new_tokens"] = gc["max_new_tokens"]
             base = {k: v for k, v in base.items() if k in names and v is not None}
-        return cls(**base).with_overrides(**overrides)
+        return cls().with_overrides(**base).with_overrides(**overrides)
 
 
 def process_logits(logits: torch.Tensor, params: GenerationParams, seen: torch.Tensor | None,

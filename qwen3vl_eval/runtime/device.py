@@ -13,13 +13,23 @@ if TYPE_CHECKING:
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
+def resolve_device(name: str | torch.device = "auto", *, local_rank: int | None = None) -> torch.device:
     """`auto` is cuda when available, else cpu; `cuda:N` must exist. A torch.device (already resolved) is
-    returned as is."""
+    returned as is. With `local_rank` (one process of a multi-process run), `auto` and `cuda` mean
+    `cuda:LOCAL_RANK` and an explicit `cuda:N` is refused."""
     import torch
 
     if isinstance(name, torch.device):
         return name
+    if local_rank is not None:
+        if name.startswith("cuda:"):
+            raise InputError(f"--device {name}: with several processes each rank uses cuda:LOCAL_RANK; pass "
+                             "--device cuda (or auto)")
+        if name in ("auto", "cuda") and torch.cuda.is_available():
+            if local_rank >= torch.cuda.device_count():
+                raise InputError(f"LOCAL_RANK {local_rank}: only {torch.cuda.device_count()} CUDA device(s) "
+                                 "on this node; lower --nproc-per-node")
+            return torch.device(f"cuda:{local_rank}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

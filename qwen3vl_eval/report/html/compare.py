@@ -102,7 +102,7 @@ def _flip_groups(c: Any, store: MediaStore, samples: _Samples, max_flips: int) -
 
 def write_compare_page(comparisons: list[Any], gate: Any, out_dir: Path, max_flips: int = 20) -> PageSet:
     """Write `out_dir/compare.html` (and its media) for `comparisons` (baseline first, as `compare` made them)."""
-    from qwen3vl_eval.compare.core import gate_summary
+    from qwen3vl_eval.compare.gates import gate_summary
 
     out_dir = Path(out_dir)
     store = MediaStore(out_dir)
