@@ -13,17 +13,23 @@ from typing import Any
 
 from qwen3vl_eval.errors import InputError
 
+_REQUIRED: Any = object()
 
-def read_json(path: Path) -> Any:
-    """The JSON value in `path`; InputError (`PATH: not found` / `PATH: not valid JSON (...)`) otherwise."""
+
+def read_json(path: Path, *, default: Any = _REQUIRED) -> Any:
+    """The JSON value in `path`; InputError (`PATH: not found` / `PATH: not valid JSON (...)`) otherwise, or
+    `default` when one is given (a file that may be missing or damaged, e.g. for a page that shows what is
+    there)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:
+        if default is not _REQUIRED:
+            return default
+        if isinstance(e, FileNotFoundError):
+            raise InputError(f"{path}: not found") from None
+        if isinstance(e, OSError):
+            raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
         raise InputError(f"{path}: not valid JSON ({e})") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def write_text(path: Path, text: str) -> None:

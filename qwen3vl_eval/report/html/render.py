@@ -7,12 +7,13 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
+
+from qwen3vl_eval.report import files
 
 TEXT_LIMIT = 20_000  # characters of a reply or prompt shown in a page (samples.jsonl keeps all of it)
 STATUSES = {"correct": "correct", "wrong": "wrong", "parse_failure": "parse failure", "error": "error"}
@@ -112,15 +113,10 @@ def write_page(path: Path, template: str, context: dict[str, Any], media: dict[s
             break
         weight.html_bytes = len(html)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(html)
-    os.replace(tmp, path)
+    files.write_text(path, html.decode("utf-8"))
     return weight
 
 
 def read_json(path: Path) -> Any:
     """A JSON file written by the harness, or None when it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return files.read_json(path, default=None)
