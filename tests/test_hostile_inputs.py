@@ -313,10 +313,30 @@ def test_per_item_pixel_budget_cannot_blow_up_memory(tiny_ckpt, media, tmp_path,
                        "min_pixels 5000 is above max_pixels 4000")
 
 
+@pytest.mark.parametrize("opts,needle", [({"min_pixels": 10**12}, "pixel limit"), ({"fps": 1e308}, "fps must be in"),
+                                         ({"min_frames": 8, "max_frames": 4}, "min_frames 8 is above")])
+def test_one_option_validator_for_every_path(media, opts, needle):
+    """The processor, the openai backend's request builder and the server's request parser check per-item
+    options with the same validator, before any media is read."""
+    from qwen3vl_eval.backends.openai import to_openai_messages
+    from qwen3vl_eval.backends.serve import RequestError, parse_messages
+    from qwen3vl_eval.errors import ProcessorError
+    from qwen3vl_eval.processor.messages import media_items
+
+    kind = "image" if set(opts) == {"min_pixels"} else "video"
+    conv = [{"role": "user", "content": [{"type": kind, kind: str(media / "nope"), **opts}]}]
+    for check in (lambda: media_items(conv, 0), lambda: to_openai_messages(conv)):
+        with pytest.raises(ProcessorError, match=needle):
+            check()
+    with pytest.raises(RequestError, match=needle):
+        parse_messages({"messages": conv})
+
+
 def test_pixel_budget_caps_allow_the_released_maxima():
     """The caps sit 4x above the released checkpoints' budgets, so every documented setting still works."""
-    from qwen3vl_eval.processor.image import MAX_IMAGE_PIXEL_BUDGET, ImageSettings
-    from qwen3vl_eval.processor.video import MAX_VIDEO_PIXEL_BUDGET, VideoSettings
+    from qwen3vl_eval.processor.image import ImageSettings
+    from qwen3vl_eval.processor.messages import MAX_IMAGE_PIXEL_BUDGET, MAX_VIDEO_PIXEL_BUDGET
+    from qwen3vl_eval.processor.video import VideoSettings
 
     assert ImageSettings().with_overrides(max_pixels=16384 * 32 * 32).max_pixels == 16777216
     assert ImageSettings().with_overrides(max_pixels=MAX_IMAGE_PIXEL_BUDGET).max_pixels == 4 * 16777216

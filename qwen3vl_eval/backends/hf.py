@@ -28,7 +28,7 @@ from qwen3vl_eval.model.generate import GenerationOutput
 from qwen3vl_eval.model.sampling import GenerationParams, find_stop, split_reasoning
 from qwen3vl_eval.processor.image import ImageSettings, decode_image
 from qwen3vl_eval.processor.media import resolve_source
-from qwen3vl_eval.processor.messages import MediaItem, as_batch, item_kind, media_items
+from qwen3vl_eval.processor.messages import MediaItem, as_batch, media_items, walk
 from qwen3vl_eval.processor.video import VideoSettings, decode_clip
 from qwen3vl_eval.runtime.device import resolve_device, resolve_dtype
 from qwen3vl_eval.runtime.timing import Timings, free, synchronize
@@ -311,11 +311,6 @@ def _options_key(items: list[MediaItem], index: int) -> str:
 
 def _render_form(conversation: list[dict]) -> list[dict]:
     """The conversation as the chat template needs it: media items reduced to their type."""
-    out = []
-    for m, message in enumerate(conversation):
-        content = message.get("content")
-        if isinstance(content, list):
-            content = [item if (kind := item_kind(item, f"message {m}")) == "text" else {"type": kind}
-                       for item in content]
-        out.append({**message, "content": content})
-    return out
+    return [{**message, "content": message.get("content") if items is None else
+             [{"type": "text", "text": it.value} if it.kind == "text" else {"type": it.kind} for it in items]}
+            for message, items in walk(conversation)]

@@ -42,7 +42,7 @@ from qwen3vl_eval.errors import InputError, ProcessorError
 from qwen3vl_eval.model.sampling import GenerationParams, split_reasoning
 from qwen3vl_eval.processor.image import pil_to_rgb
 from qwen3vl_eval.processor.media import Source, resolve_source
-from qwen3vl_eval.processor.messages import ITEM_OPTIONS, SOURCE_KEYS, as_batch, item_kind
+from qwen3vl_eval.processor.messages import as_batch, walk
 from qwen3vl_eval.processor.video import VideoSettings, decode_clip, format_timestamp, frame_group_timestamps
 from qwen3vl_eval.runtime.provenance import software_versions
 from qwen3vl_eval.runtime.timing import Timings
@@ -153,41 +153,32 @@ def to_openai_messages(conversation: list[dict], *, base_dir: str | os.PathLike 
     part as extra keys, which `qwen3vl-eval serve` reads and other servers ignore; in frames mode the video
     options drive the sampling here."""
     out = []
-    for m, message in enumerate(conversation):
-        where = f"conversation {index}, message {m}"
-        if not isinstance(message, dict):
-            raise ProcessorError(f"{where}: a message must be an object, got {type(message).__name__}")
-        content = message.get("content")
-        if content is None or isinstance(content, str):
-            out.append({"role": message.get("role"), "content": content if content is not None else ""})
+    for message, items in walk(conversation, index, passthrough=("image_url", "video_url")):
+        if items is None:
+            out.append({"role": message["role"], "content": message.get("content") or ""})
             continue
-        if not isinstance(content, list):
-            raise ProcessorError(f"{where}: content must be a string or a list of items")
         parts: list[dict] = []
-        for i, item in enumerate(content):
-            item_where = f"{where}, item {i}"
-            if isinstance(item, dict) and item.get("type") in ("image_url", "video_url"):
-                parts.append(item)
+        for item in items:
+            if item.kind in ("image_url", "video_url"):
+                parts.append(item.value)
                 continue
-            kind = item_kind(item, item_where)
-            if kind == "text":
-                parts.append({"type": "text", "text": item["text"]})
+            if item.kind == "text":
+                parts.append({"type": "text", "text": item.value})
                 continue
-            value = next((item[k] for k in SOURCE_KEYS[kind] if item.get(k) is not None), None)
-            if value is None:
-                raise ProcessorError(f"{item_where}: {kind} item has none of the keys {', '.join(SOURCE_KEYS[kind])}")
-            options = {k: item[k] for k in ITEM_OPTIONS[kind] if item.get(k) is not None}
             try:
-                if kind == "image":
-                    parts.append({"type": "image_url", "image_url": {"url": image_url(value, base_dir)}, **options})
+                if item.kind == "image":
+                    parts.append({"type": "image_url", "image_url": {"url": image_url(item.value, base_dir)},
+                                  **item.options})
                 elif video_mode == "url":
-                    parts.append({"type": "video_url", "video_url": {"url": video_url(value, base_dir,
-                                                                                      video_url_scheme)}, **options})
+                    parts.append({"type": "video_url", "video_url": {"url": video_url(item.value, base_dir,
+                                                                                      video_url_scheme)},
+                                  **item.options})
                 else:
-                    parts.extend(video_frame_parts(value, options, video_settings or VideoSettings(), base_dir))
+                    parts.extend(video_frame_parts(item.value, item.options, video_settings or VideoSettings(),
+                                                   base_dir))
             except ProcessorError as e:
-                raise ProcessorError(f"{item_where}: {e}") from None
-        out.append({"role": message.get("role"), "content": parts})
+                raise ProcessorError(f"{item.where}: {e}") from None
+        out.append({"role": message["role"], "content": parts})
     return out
 
 

@@ -36,7 +36,7 @@ from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.backends.native import Engine
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.model.sampling import GenerationParams
-from qwen3vl_eval.processor.messages import ITEM_OPTIONS, media_items
+from qwen3vl_eval.processor.messages import item_options, media_items
 
 log = logging.getLogger("qwen3vl_eval.backends.serve")
 
@@ -95,13 +95,6 @@ def parse_params(body: dict, defaults: GenerationParams) -> GenerationParams:
         raise RequestError(str(e)) from None
 
 
-def _options(part: dict, inner: Any, kind: str) -> dict[str, Any]:
-    found = {k: part[k] for k in ITEM_OPTIONS[kind] if part.get(k) is not None}
-    if isinstance(inner, dict):
-        found.update({k: inner[k] for k in ITEM_OPTIONS[kind] if inner.get(k) is not None})
-    return found
-
-
 def convert_part(part: Any, where: str) -> dict:
     """One OpenAI content part as a CONTRACTS section 4 item (those items pass through)."""
     if not isinstance(part, dict):
@@ -113,7 +106,7 @@ def convert_part(part: Any, where: str) -> dict:
         if not isinstance(url, str) or not url.strip():
             raise RequestError(f"{where}: {kind} needs a 'url' string")
         media = "image" if kind == "image_url" else "video"
-        return {"type": media, media: url.strip(), **_options(part, inner, media)}
+        return {"type": media, media: url.strip(), **item_options(media, part, inner)}
     if kind in ("text", "image", "video") or kind is None:
         return part
     raise RequestError(f"{where}: unsupported content part type {kind!r} (text, image_url, video_url, image, "

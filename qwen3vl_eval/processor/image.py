@@ -10,7 +10,7 @@ import json
 import math
 import warnings
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import PIL.Image
@@ -20,13 +20,10 @@ import torch.nn.functional as F
 
 from qwen3vl_eval.errors import ProcessorError
 from qwen3vl_eval.processor.media import Source
+from qwen3vl_eval.processor.messages import check_options
 
 MAX_ASPECT_RATIO = 200
 BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the only resample Qwen3-VL checkpoints use
-# Hard ceilings on per-item pixel budgets (messages' `min_pixels`/`max_pixels`): 4x the released checkpoints'
-# largest budget (`longest_edge` 16384 * 32 * 32 = 16,777,216 pixels per image), so an option cannot make the
-# resize allocate gigabytes (a 1e9-pixel target is 3 GB uint8 + 12 GB float32).
-MAX_IMAGE_PIXEL_BUDGET = 4 * 16384 * 32 * 32
 
 
 def max_image_pixels() -> int | None:
@@ -38,32 +35,43 @@ def max_image_pixels() -> int | None:
     return None if limit is None else 2 * int(limit)
 
 
-def check_pixel_budget(min_pixels: int, max_pixels: int, cap: int, what: str) -> None:
-    """ProcessorError unless 0 < min_pixels <= max_pixels <= cap."""
-    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
-        if value > cap:
-            raise ProcessorError(f"{name} {value} is over the {cap} pixel limit for {what}")
-        if value <= 0:
-            raise ProcessorError(f"{name} must be positive, got {value}")
-    if min_pixels > max_pixels:
-        raise ProcessorError(f"min_pixels {min_pixels} is above max_pixels {max_pixels}")
-
-
 @dataclass(frozen=True)
-class ImageSettings:
-    """Image processor settings, read from `preprocessor_config.json` (transformers' key names)."""
+class MediaSettings:
+    """What image and video settings share: patching, rescale and normalisation (transformers' key names)."""
 
+    kind = "image"  # the messages item kind whose per-item options apply (a class attribute, not a field)
     patch_size: int = 16
     temporal_patch_size: int = 2
     merge_size: int = 2
-    min_pixels: int = 65536
-    max_pixels: int = 16777216
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
     rescale_factor: float = 1 / 255
     do_resize: bool = True
     do_rescale: bool = True
     do_normalize: bool = True
+
+    def with_overrides(self, **options: Any) -> Self:
+        """A copy with an item's options (None keeps the setting) applied, checked by
+        `messages.check_options` (ProcessorError naming the option)."""
+        given = check_options(self.kind, {k: v for k, v in options.items() if v is not None})
+        return replace(self, **given) if given else self
+
+    @property
+    def factor(self) -> int:
+        """Side lengths are multiples of this (patch_size * merge_size)."""
+        return self.patch_size * self.merge_size
+
+    def key(self) -> str:
+        """A stable string of every setting, for content hashes."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ImageSettings(MediaSettings):
+    """Image processor settings, read from `preprocessor_config.json`; per-item options: min_pixels, max_pixels."""
+
+    min_pixels: int = 65536
+    max_pixels: int = 16777216
     do_convert_rgb: bool = True
 
     @classmethod
@@ -92,30 +100,6 @@ class ImageSettings:
             do_convert_rgb=bool(cfg.get("do_convert_rgb", True)),
         )
 
-    def with_overrides(self, min_pixels: int | None = None, max_pixels: int | None = None) -> ImageSettings:
-        """A copy with per-item pixel bounds applied. ProcessorError naming the option for a bound that is not
-        a finite number in (0, MAX_IMAGE_PIXEL_BUDGET], or when an item gives a min_pixels above its max_pixels
-        (one bound alone may cross the checkpoint's other bound: smart_resize then follows max_pixels, as
-        transformers)."""
-        if min_pixels is None and max_pixels is None:
-            return self
-        for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-                raise ProcessorError(f"{k} must be a finite number, got {v!r}")
-        check_pixel_budget(int(min_pixels) if min_pixels is not None else 1,
-                           int(max_pixels) if max_pixels is not None else MAX_IMAGE_PIXEL_BUDGET,
-                           MAX_IMAGE_PIXEL_BUDGET, "an image")
-        return replace(self, min_pixels=int(min_pixels) if min_pixels is not None else self.min_pixels,
-                       max_pixels=int(max_pixels) if max_pixels is not None else self.max_pixels)
-
-    @property
-    def factor(self) -> int:
-        """Side lengths are multiples of this (patch_size * merge_size)."""
-        return self.patch_size * self.merge_size
-
-    def key(self) -> str:
-        """A stable string of every setting, for content hashes."""
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 def _triple(v: Any) -> tuple[float, ...]:

@@ -1,8 +1,10 @@
-"""The messages format (CONTRACTS section 4): validation, batching, and the media items in prompt order."""
+"""The messages format (CONTRACTS section 4): validation, batching, the one walk over a conversation's content
+items (`walk`), the one per-item option validator (`check_options`) and the media items in prompt order."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,16 +14,24 @@ ROLES = ("system", "user", "assistant", "tool")
 SOURCE_KEYS = {"image": ("image", "url", "path", "base64"), "video": ("video", "url", "path")}
 ITEM_OPTIONS = {"image": ("min_pixels", "max_pixels"),
                 "video": ("fps", "min_frames", "max_frames", "min_pixels", "max_pixels")}
+# Ceilings of per-item options. Pixel budgets: 4x the released checkpoints' largest (16384 * 32 * 32 =
+# 16,777,216 pixels per image; 25,165,824 per clip, frames x height x width), so an option cannot make the resize
+# allocate gigabytes (a 1e9-pixel target is 3 GB uint8 + 12 GB float32). fps: sampling above the native rate just
+# keeps every frame.
+MAX_IMAGE_PIXEL_BUDGET = 4 * 16384 * 32 * 32
+MAX_VIDEO_PIXEL_BUDGET = 4 * 25165824
+MAX_SAMPLING_FPS = 1000.0
 
 Conversation = list[dict[str, Any]]
 
 
 @dataclass
 class MediaItem:
-    """One image or video of a conversation, with where it was found (for error messages)."""
+    """One content item of a conversation (an image or video; `walk` also yields text items), with where it
+    was found (for error messages)."""
 
-    kind: str  # "image" | "video"
-    value: Any  # path, URL, data URI, bytes or an in-memory object
+    kind: str  # "image" | "video" | "text" (or a passthrough type)
+    value: Any  # path, URL, data URI, bytes or an in-memory object; the text of a text item
     options: dict[str, Any] = field(default_factory=dict)
     where: str = ""
 
@@ -60,25 +70,56 @@ def item_kind(item: Any, where: str) -> str:
     return kind
 
 
-def check_option(key: str, value: Any, where: str) -> None:
-    """Type checks of one per-item option: a finite number (Python's json reads `Infinity`, `NaN` and `1e999`),
-    positive, and an integer for min_frames (>= 0) and max_frames (>= 1). Upper bounds and min <= max are
-    checked where the option is applied (`ImageSettings.with_overrides`, `VideoSettings.with_overrides`)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProcessorError(f"{where}: {key} must be a positive number, got {value!r}")
-    if not math.isfinite(value):
-        raise ProcessorError(f"{where}: {key} must be a finite number, got {value!r}")
-    if key in ("min_frames", "max_frames"):
-        low = 0 if key == "min_frames" else 1
-        if value != int(value) or value < low:
-            raise ProcessorError(f"{where}: {key} must be an integer >= {low}, got {value!r}")
-    elif value <= 0:
-        raise ProcessorError(f"{where}: {key} must be a positive number, got {value!r}")
+def item_options(kind: str, *sources: Any) -> dict[str, Any]:
+    """The per-item options of a `kind` item found in `sources` (dicts; later ones win), None values left out."""
+    found: dict[str, Any] = {}
+    for src in sources:
+        if isinstance(src, dict):
+            found.update({k: src[k] for k in ITEM_OPTIONS[kind] if src.get(k) is not None})
+    return found
 
 
-def media_items(conversation: Conversation, index: int) -> list[MediaItem]:
-    """Validate one conversation and list its images and videos in order."""
-    items: list[MediaItem] = []
+def check_options(kind: str, options: dict[str, Any]) -> dict[str, int | float]:
+    """The one validator of per-item options (CONTRACTS section 4), typed: min_frames, max_frames, min_pixels,
+    max_pixels as int, fps as float. ProcessorError naming the option for an unknown key, a value that is not a
+    finite number (Python's json reads `Infinity`, `NaN` and `1e999`) or not positive, frame counts that are not
+    integers (min_frames >= 0, max_frames >= 1), fps over MAX_SAMPLING_FPS, a pixel budget over the kind's
+    ceiling, or a minimum above the maximum when an item gives both. One bound alone may cross the checkpoint's
+    other bound (smart_resize then follows max_pixels, as transformers)."""
+    for key, value in options.items():
+        if key not in ITEM_OPTIONS[kind]:
+            raise ProcessorError(f"unknown {kind} option {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ProcessorError(f"{key} must be a positive number, got {value!r}")
+        if not math.isfinite(value):
+            raise ProcessorError(f"{key} must be a finite number, got {value!r}")
+        if key in ("min_frames", "max_frames"):
+            low = 0 if key == "min_frames" else 1
+            if value != int(value) or value < low:
+                raise ProcessorError(f"{key} must be an integer >= {low}, got {value!r}")
+        elif value <= 0:
+            raise ProcessorError(f"{key} must be a positive number, got {value!r}")
+    out: dict[str, int | float] = {k: float(v) if k == "fps" else int(v) for k, v in options.items()}
+    if out.get("fps", 0) > MAX_SAMPLING_FPS:
+        raise ProcessorError(f"fps must be in (0, {MAX_SAMPLING_FPS:g}], got {options['fps']!r}")
+    cap, what = (MAX_IMAGE_PIXEL_BUDGET, "an image") if kind == "image" else (MAX_VIDEO_PIXEL_BUDGET, "a video")
+    for key in ("min_pixels", "max_pixels"):
+        if out.get(key, 0) > cap:
+            raise ProcessorError(f"{key} {out[key]} is over the {cap} pixel limit for {what}")
+    for low, high in (("min_frames", "max_frames"), ("min_pixels", "max_pixels")):
+        if low in out and high in out and out[low] > out[high]:
+            raise ProcessorError(f"{low} {out[low]} is above {high} {out[high]}")
+    return out
+
+
+def walk(conversation: Any, index: int = 0, passthrough: tuple[str, ...] = ()
+         ) -> Iterator[tuple[dict[str, Any], list[MediaItem] | None]]:
+    """The one walk over a conversation's content: validate it and yield each message with its items in order
+    (None for string or absent content). Each item has its kind, value (the text, or the media source), checked
+    per-item options and place. Items whose `type` is in `passthrough` (e.g. OpenAI `image_url` parts) are
+    yielded unchecked, with that type as kind and the part itself as value."""
+    if not isinstance(conversation, list):
+        raise ProcessorError(f"conversation {index}: expected a list of messages")
     for m, message in enumerate(conversation):
         where = f"conversation {index}, message {m}"
         if not isinstance(message, dict):
@@ -88,20 +129,33 @@ def media_items(conversation: Conversation, index: int) -> list[MediaItem]:
             raise ProcessorError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
         content = message.get("content")
         if content is None or isinstance(content, str):
+            yield message, None
             continue
         if not isinstance(content, list):
             raise ProcessorError(f"{where}: content must be a string or a list of items")
+        items = []
         for i, item in enumerate(content):
             item_where = f"{where}, item {i}"
+            if isinstance(item, dict) and item.get("type") in passthrough:
+                items.append(MediaItem(item["type"], item, {}, item_where))
+                continue
             kind = item_kind(item, item_where)
             if kind == "text":
+                items.append(MediaItem(kind, item["text"], {}, item_where))
                 continue
             value = next((item[k] for k in SOURCE_KEYS[kind] if item.get(k) is not None), None)
             if value is None:
                 raise ProcessorError(f"{item_where}: {kind} item has none of the keys "
                                      f"{', '.join(SOURCE_KEYS[kind])}")
-            options = {k: item[k] for k in ITEM_OPTIONS[kind] if item.get(k) is not None}
-            for k, v in options.items():
-                check_option(k, v, item_where)
-            items.append(MediaItem(kind, value, options, item_where))
-    return items
+            media = MediaItem(kind, value, item_options(kind, item), item_where)
+            try:
+                media.options = check_options(kind, media.options)
+            except ProcessorError as e:
+                raise ProcessorError(f"{media.describe()}: {e}") from None
+            items.append(media)
+        yield message, items
+
+
+def media_items(conversation: Conversation, index: int) -> list[MediaItem]:
+    """Validate one conversation and list its images and videos in order."""
+    return [it for _, items in walk(conversation, index) for it in items or () if it.kind != "text"]

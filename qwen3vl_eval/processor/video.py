@@ -9,9 +9,8 @@ within the processed clip's size. Files whose header lacks a frame count are cou
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -24,7 +23,7 @@ from qwen3vl_eval.processor.image import (
     BICUBIC,
     MAX_ASPECT_RATIO,
     ImageSettings,
-    check_pixel_budget,
+    MediaSettings,
     normalize,
     patchify,
     resize_bicubic,
@@ -32,19 +31,15 @@ from qwen3vl_eval.processor.image import (
 from qwen3vl_eval.processor.media import Source
 
 DEFAULT_FPS = 24.0  # assumed native rate when a file does not say (as transformers)
-MAX_SAMPLING_FPS = 1000.0  # per-item `fps` ceiling (sampling above the native rate just keeps every frame)
-# per-item `min_pixels`/`max_pixels` ceiling for a whole clip: 4x the released total budget (25,165,824)
-MAX_VIDEO_PIXEL_BUDGET = 4 * 25165824
 
 
 @dataclass(frozen=True)
-class VideoSettings:
+class VideoSettings(MediaSettings):
     """Video processor settings, read from `video_preprocessor_config.json` (transformers' key names).
-    `min_pixels`/`max_pixels` bound the whole sampled clip (frames x height x width)."""
+    `min_pixels`/`max_pixels` bound the whole sampled clip (frames x height x width); per-item options: fps,
+    min_frames, max_frames, min_pixels, max_pixels."""
 
-    patch_size: int = 16
-    temporal_patch_size: int = 2
-    merge_size: int = 2
+    kind = "video"
     min_pixels: int = 4096
     max_pixels: int = 25165824
     fps: float = 2.0
@@ -52,12 +47,6 @@ class VideoSettings:
     max_frames: int = 768
     cap_pixels_per_frame: bool = False
     max_video_tokens: int = 768
-    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
-    rescale_factor: float = 1 / 255
-    do_resize: bool = True
-    do_rescale: bool = True
-    do_normalize: bool = True
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> VideoSettings:
@@ -83,49 +72,11 @@ class VideoSettings:
             do_normalize=norm.do_normalize,
         )
 
-    def with_overrides(self, **overrides: Any) -> VideoSettings:
-        """A copy with the per-item keys (fps, min_frames, max_frames, min_pixels, max_pixels) applied.
-        ProcessorError naming the key for a value out of bounds: fps finite in (0, MAX_SAMPLING_FPS],
-        min_frames >= 0 and max_frames >= 1 integers, pixel budgets in (0, MAX_VIDEO_PIXEL_BUDGET], and a
-        minimum above the maximum when an item gives both."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if not given:
-            return self
-        kinds = {"fps": float, "min_frames": int, "max_frames": int, "min_pixels": int, "max_pixels": int}
-        for k, v in given.items():
-            if k not in kinds:
-                raise ProcessorError(f"unknown video option {k!r}")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ProcessorError(f"{k} must be a finite number, got {v!r}")
-        if "fps" in given and not 0 < given["fps"] <= MAX_SAMPLING_FPS:
-            raise ProcessorError(f"fps must be in (0, {MAX_SAMPLING_FPS:g}], got {given['fps']!r}")
-        for k, low in (("min_frames", 0), ("max_frames", 1)):
-            if k in given and (given[k] != int(given[k]) or given[k] < low):
-                raise ProcessorError(f"{k} must be an integer >= {low}, got {given[k]!r}")
-        if "min_frames" in given and "max_frames" in given and given["min_frames"] > given["max_frames"]:
-            raise ProcessorError(f"min_frames {int(given['min_frames'])} is above max_frames "
-                                 f"{int(given['max_frames'])}")
-        out = replace(self, **{k: kinds[k](v) for k, v in given.items()})
-        if "min_pixels" in given or "max_pixels" in given:
-            check_pixel_budget(out.min_pixels if "min_pixels" in given else 1,
-                               out.max_pixels if "max_pixels" in given else MAX_VIDEO_PIXEL_BUDGET,
-                               MAX_VIDEO_PIXEL_BUDGET, "a video")
-        return out
-
-    @property
-    def factor(self) -> int:
-        """Side lengths are multiples of this (patch_size * merge_size)."""
-        return self.patch_size * self.merge_size
-
     def normalization(self) -> ImageSettings:
         """The rescale/normalise part, in the form the image code takes."""
         return ImageSettings(image_mean=self.image_mean, image_std=self.image_std,
                              rescale_factor=self.rescale_factor, do_rescale=self.do_rescale,
                              do_normalize=self.do_normalize)
-
-    def key(self) -> str:
-        """A stable string of every setting, for content hashes."""
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 def sample_indices(total_frames: int, native_fps: float | None, settings: VideoSettings) -> np.ndarray:
