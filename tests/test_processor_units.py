@@ -119,6 +119,34 @@ def test_sources_agree(proc: Processor, tmp_path: Path) -> None:
         assert out.image_hashes == outs[0].image_hashes
 
 
+def test_exif_orientation_decodes_the_same_in_run_and_generate(proc: Processor, tmp_path: Path) -> None:
+    """One image decoding: a task image (HF struct with embedded bytes, or a path under the media root) reaches
+    the processor exactly as the same file in a `generate --messages` item, upright per its EXIF orientation;
+    refcoco's target size is that upright size."""
+    from qwen3vl_eval.eval.adapters import Sample
+    from qwen3vl_eval.eval.media import image_source
+    from qwen3vl_eval.eval.runner import conversation
+    from qwen3vl_eval.eval.task import load_registry
+    from qwen3vl_eval.processor.image import image_size
+
+    rng = np.random.default_rng(0)
+    img = PIL.Image.fromarray(rng.integers(0, 256, (48, 96, 3), dtype=np.uint8))  # wide as stored
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display: upright it is tall
+    path = tmp_path / "rotated.png"
+    img.save(path, exif=exif)
+    generate = proc(ask({"type": "image", "image": str(path)}))
+    spec = load_registry()["synth_imageqa"]
+    for ref in ({"bytes": path.read_bytes(), "path": None}, {"bytes": None, "path": "rotated.png"}):
+        sample = Sample("x", "red", "What?", images=[ref], media_roots=(tmp_path,))
+        run = proc(conversation(spec, sample))
+        assert torch.equal(run.pixel_values, generate.pixel_values)
+        assert torch.equal(run.image_grid_thw, generate.image_grid_thw)
+        assert image_size(image_source(ref, (tmp_path,))) == (48, 96)
+    t, h, w = generate.image_grid_thw[0].tolist()
+    assert h > w  # transposed: taller than wide
+
+
 def test_pil_images_composite_alpha_on_white(proc: Processor) -> None:
     """In-memory PIL images follow transformers' PIL path: transparency blended onto white."""
     clear = PIL.Image.new("RGBA", (64, 64), (0, 0, 0, 0))

@@ -8,11 +8,12 @@ from typer.testing import CliRunner
 from qwen3vl_eval.cli import app
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.data import load_samples
-from qwen3vl_eval.eval.media import open_image
+from qwen3vl_eval.eval.media import image_source
 from qwen3vl_eval.eval.metrics import METRICS, SCORERS
 from qwen3vl_eval.eval.parsers import PARSERS
 from qwen3vl_eval.eval.prompts import PROMPTS
 from qwen3vl_eval.eval.task import _read_yaml, load_registry, parse_task, resolve_tasks, suites
+from qwen3vl_eval.processor.image import image_size
 
 DATA = Path(__file__).parent / "data"
 # --data of each real task's fixture (folder layouts as downloaded from the Hub, a bare parquet, a JSONL)
@@ -98,7 +99,7 @@ def test_fixture_samples(registry, task, tmp_path):
     assert samples and len({s.id for s in samples}) == len(samples)
     for s in samples:
         for ref in s.images:
-            assert open_image(ref).size[0] > 0
+            assert image_size(image_source(ref))[0] > 0
 
 
 def test_adapter_details(registry):
@@ -136,7 +137,7 @@ def test_save_to_disk_and_datasets_cache_layouts(registry, tmp_path):
     for folder in ("single", "dict"):
         got = load_samples(registry["docvqa_val"], str(tmp_path / folder))
         assert [(s.id, s.target) for s in got] == [(s.id, s.target) for s in ref]
-        assert open_image(got[0].images[0]).size == open_image(ref[0].images[0]).size
+        assert image_size(image_source(got[0].images[0])) == image_size(image_source(ref[0].images[0]))
 
 
 def test_missing_data_is_one_clear_error(registry, tmp_path, monkeypatch):

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qwen3vl_eval.errors import TaskError
-from qwen3vl_eval.eval.media import LazyCell, find_confined, open_image
+from qwen3vl_eval.errors import ProcessorError, TaskError
+from qwen3vl_eval.eval.media import LazyCell, image_source
 from qwen3vl_eval.eval.parsers import LETTERS
+from qwen3vl_eval.processor.image import image_size
+from qwen3vl_eval.processor.media import find_confined
 
 
 @dataclass
@@ -88,7 +90,7 @@ def resolve_video(name: str, ctx: Context) -> tuple[str, str | None]:
         for n in names:
             if (p := find_confined("video", n, folders)) is not None:
                 return str(p), None
-    except TaskError as e:
+    except ProcessorError as e:
         return fallback, str(e)
     where = ", ".join(map(str, dict.fromkeys(folders)))
     return fallback, f"video {name} not found (looked in {where}; set --media-root)"
@@ -175,9 +177,9 @@ def _charades(rows: Rows, ctx: Context) -> Iterator[Sample]:
 def _refcoco(rows: Rows, ctx: Context) -> Iterator[Sample]:
     for r in rows.rows:
         try:  # boxes are scored in the image's pixels
-            w, h = open_image(r["image"], ctx.roots).size
+            w, h = image_size(image_source(r["image"], ctx.roots))  # as the processor will decode it
             err = None
-        except (TaskError, OSError) as e:
+        except ProcessorError as e:
             w = h = 0
             err = str(e)
         x, y, bw, bh = (float(v) for v in r["bbox"])

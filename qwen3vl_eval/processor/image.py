@@ -5,10 +5,12 @@ in 2x2 merge-window order. research/qwen3vl_spec.md section 5.1 and 5.3."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Self
 
@@ -158,32 +160,59 @@ def _check_bomb(width: int, height: int, name: str) -> None:
                              "pixel limit (refused as a possible decompression bomb)")
 
 
+_EXIF_ORIENTATION = 0x0112  # orientations 5-8 turn the image a quarter, swapping its sides
+
+
+@contextlib.contextmanager
+def _opened(source: Source) -> Iterator[PIL.Image.Image]:
+    """The PIL image of a file or bytes source, its header read and checked for a bomb, pixels not yet decoded;
+    PIL's failures (here or in the caller's block) as one ProcessorError naming the source."""
+    try:
+        with warnings.catch_warnings(), source.open() as f:
+            # PIL warns between 1x and 2x MAX_IMAGE_PIXELS and raises above; we accept up to 2x, as
+            # transformers does, and keep stderr clean
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(f) as img:
+                _check_bomb(img.width, img.height, source.name)
+                yield img
+    except PIL.Image.DecompressionBombError as e:
+        raise ProcessorError(f"{source.name}: refused as a possible decompression bomb ({e})") from None
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ProcessorError(f"{source.name}: cannot read image ({type(e).__name__}: {e})") from None
+
+
+def image_size(source: Source) -> tuple[int, int]:
+    """(width, height) of the image `decode_image` gives, from the header alone (no pixels decoded)."""
+    if source.pixels is not None:
+        return int(source.pixels.shape[2]), int(source.pixels.shape[1])
+    if source.obj is not None:
+        return int(decode_image(source).shape[2]), int(decode_image(source).shape[1])
+    with _opened(source) as img:
+        quarter = img.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8)
+        return (img.height, img.width) if quarter else (img.width, img.height)
+
+
 def decode_image(source: Source) -> torch.Tensor:
-    """The (3, H, W) uint8 RGB tensor of an image source, upright per its EXIF orientation. In-memory PIL
-    images are used as given (no EXIF transpose, alpha composited on white), as transformers does."""
+    """The (3, H, W) uint8 RGB tensor of an image source, decoded once (kept on the source): files and bytes
+    upright per their EXIF orientation, alpha dropped (as transformers decodes paths, URLs and base64);
+    in-memory PIL images used as given (no EXIF transpose, alpha composited on white), as transformers does.
+    ProcessorError naming the source for a decompression bomb (refused from the header), a file PIL cannot
+    read, or an empty image."""
+    if source.pixels is not None:
+        return source.pixels
     if source.obj is not None:
         if not isinstance(source.obj, PIL.Image.Image):
             raise ProcessorError(f"{source.name}: not an image (expected a path, URL, data URI or PIL image)")
         _check_bomb(source.obj.width, source.obj.height, source.name)
         arr = pil_to_rgb(source.obj, composite_alpha=True)
     else:
-        try:
-            with warnings.catch_warnings(), source.open() as f:
-                # PIL warns between 1x and 2x MAX_IMAGE_PIXELS and raises above; we accept up to 2x, as
-                # transformers does, and keep stderr clean
-                warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-                with PIL.Image.open(f) as img:
-                    _check_bomb(img.width, img.height, source.name)
-                    img.load()
-                img = PIL.ImageOps.exif_transpose(img)
-                arr = pil_to_rgb(img, composite_alpha=False)
-        except PIL.Image.DecompressionBombError as e:
-            raise ProcessorError(f"{source.name}: refused as a possible decompression bomb ({e})") from None
-        except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ProcessorError(f"{source.name}: cannot read image ({e})") from None
+        with _opened(source) as img:
+            img.load()
+            arr = pil_to_rgb(PIL.ImageOps.exif_transpose(img), composite_alpha=False)
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ProcessorError(f"{source.name}: empty image")
-    return torch.from_numpy(np.array(arr)).permute(2, 0, 1).contiguous()
+    source.pixels = torch.from_numpy(np.array(arr)).permute(2, 0, 1).contiguous()
+    return source.pixels
 
 
 # ------------------------------------------------------------------------------------------------ pixels

@@ -1,7 +1,10 @@
 """Where image and video bytes come from: local paths (relative ones against a base folder), `file://` URLs,
-`http(s)://` URLs, `data:` URIs and bare base64, or objects already in memory (PIL images, bytes).
+`http(s)://` URLs, `data:` URIs and bare base64, objects already in memory (PIL images, bytes), images as
+Hugging Face datasets store them (`{"bytes", "path"}`), and names from task data, which must stay inside the
+task's media roots (`find_confined`).
 
-Loading is separate from decoding so that a content hash can be taken of the source bytes."""
+Loading is separate from decoding (`image.decode_image`, `video.decode_clip`) so that a content hash can be
+taken of the source bytes."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ class Source:
     data: bytes | None = None
     path: Path | None = None
     obj: Any = None  # an in-memory object, e.g. a PIL image
+    pixels: Any = None  # the decoded image, kept by `image.decode_image` (a source is decoded once)
 
     def open(self) -> io.BufferedIOBase:
         """A binary file object over the source."""
@@ -56,15 +60,50 @@ def short(value: str, limit: int = 80) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
-def resolve_source(value: Any, base_dir: str | os.PathLike | None = None) -> Source:
-    """Turn an item's `image`/`video`/`url`/`path` value into a Source. Raises ProcessorError for missing
-    files, unreachable URLs and malformed data URIs."""
+def find_confined(kind: str, name: str, roots: tuple[Path, ...] | list[Path]) -> Path | None:
+    """The file `name` under the first root that has it, or None. Names come from task data, so they must stay
+    inside the roots: an absolute name, a `..` component, a file whose resolved path (symlinks followed) leaves
+    its root, or a name with no roots to look in raises ProcessorError. The roots themselves may be symlinks."""
+    if Path(name).is_absolute() or ".." in Path(name).parts or not roots:
+        raise ProcessorError(f"{kind} {name}: path escapes the media root")
+    for root in roots:
+        p = Path(root) / name
+        if p.is_file():
+            if not p.resolve().is_relative_to(Path(root).resolve()):
+                raise ProcessorError(f"{kind} {name}: path escapes the media root")
+            return p
+    return None
+
+
+def resolve_source(value: Any, base_dir: str | os.PathLike | None = None,
+                   roots: tuple[Path, ...] | None = None, kind: str = "image") -> Source:
+    """Turn an item's `image`/`video`/`url`/`path` value (or a Source, returned as is) into a Source. With
+    `roots` (task data), a path is a name confined to them (`find_confined`), and URLs are not fetched. Raises
+    ProcessorError for missing files, paths escaping the roots, unreachable URLs and malformed data URIs."""
+    if isinstance(value, Source):
+        return value
+    if isinstance(value, dict):  # a Hugging Face datasets image: embedded bytes (bytes or base64), else a path
+        data, path = value.get("bytes"), value.get("path")
+        if data:
+            name = str(path) if path else "<bytes>"
+            return Source(name=name, data=_b64decode(data, name) if isinstance(data, str) else bytes(data))
+        if not path:
+            raise ProcessorError(f"{kind} {value!r}: neither bytes nor a path")
+        value = path
     if isinstance(value, (bytes, bytearray)):
         return Source(name="<bytes>", data=bytes(value))
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str):
         return Source(name=f"<{type(value).__name__}>", obj=value)
+    if roots is not None:
+        if not value:
+            raise ProcessorError(f"{kind} {value!r}: neither bytes nor a path")
+        found = find_confined(kind, value, roots)
+        if found is None:
+            raise ProcessorError(f"{kind} {value} not found (looked in {', '.join(map(str, roots))}; "
+                                 f"set --media-root)")
+        return Source(name=value, path=found)
     text = value.strip()
     if text.startswith("data:"):
         return Source(name=short(text), data=_decode_data_uri(text))

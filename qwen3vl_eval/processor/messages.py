@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwen3vl_eval.errors import ProcessorError
+from qwen3vl_eval.processor.media import Source
 
 ROLES = ("system", "user", "assistant", "tool")
 SOURCE_KEYS = {"image": ("image", "url", "path", "base64"), "video": ("video", "url", "path")}
@@ -37,7 +38,8 @@ class MediaItem:
 
     def describe(self) -> str:
         """`conversation 0, message 1, item 0 (image 'cat.png')`."""
-        shown = self.value if isinstance(self.value, str) else f"<{type(self.value).__name__}>"
+        shown = (self.value if isinstance(self.value, str) else self.value.name if isinstance(self.value, Source)
+                 else f"<{type(self.value).__name__}>")
         if isinstance(shown, str) and len(shown) > 80:
             shown = shown[:77] + "..."
         return f"{self.where} ({self.kind} {shown!r})"
