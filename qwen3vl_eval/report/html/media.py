@@ -100,6 +100,7 @@ class MediaStore:
     def sample_media(self, sample: Any, spec: Any, frames: int | None = None) -> SampleMedia:
         """Thumbnails of a sample's images and frames of its videos; a missing or unreadable file is a note."""
         from qwen3vl_eval.eval.media import checked_image
+        from qwen3vl_eval.processor.image import decode_image
 
         out = SampleMedia()
         if sample is None:
@@ -109,8 +110,9 @@ class MediaStore:
             out.note = f"media unavailable: {sample.error}"
             return out
         try:
-            for ref in sample.images:
-                out.images.append(self.thumb(checked_image(ref, sample.media_roots)))
+            for ref in sample.images:  # decoded as the processor decodes it (upright, RGB)
+                pixels = decode_image(checked_image(ref, sample.media_roots))
+                out.images.append(self.thumb(Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())))
             for video in sample.videos:
                 options = (spec.media or {}).get("video", {}) if spec is not None else {}
                 out.clips.append(self.clip(str(video), options, frames or STRIP_FRAMES))
@@ -121,11 +123,10 @@ class MediaStore:
     def clip(self, path: str, options: dict, show: int) -> Clip:
         """Up to `show` of the frames the processor samples from `path` (evenly spread), with their times."""
         from qwen3vl_eval.processor.media import resolve_source
+        from qwen3vl_eval.processor.messages import item_options
         from qwen3vl_eval.processor.video import DEFAULT_FPS, VideoSettings, decode_clip
 
-        settings = (self.video_settings or VideoSettings()).with_overrides(
-            **{k: v for k, v in options.items() if k in ("fps", "min_frames", "max_frames", "min_pixels",
-                                                         "max_pixels")})
+        settings = (self.video_settings or VideoSettings()).with_overrides(**item_options("video", options))
         key = (path, settings.key(), show)
         if key not in self._clips:
             decoded = decode_clip(resolve_source(path), settings)
