@@ -16,7 +16,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ class Source:
     data: bytes | None = None
     path: Path | None = None
     obj: Any = None  # an in-memory object, e.g. a PIL image
-    pixels: Any = None  # the decoded image, kept by `image.decode_image` (a source is decoded once)
+    pixels: Any = field(default=None, compare=False, repr=False)  # kept by `image.decode_image`: decoded once
 
     def open(self) -> io.BufferedIOBase:
         """A binary file object over the source."""
