@@ -11,7 +11,7 @@ import pytest
 from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint
 from qwen3vl_eval.errors import ProcessorError
 from qwen3vl_eval.processor import Processor
-from qwen3vl_eval.processor.chat import load_chat_template, render_chat
+from qwen3vl_eval.processor.chat import load_chat_template, render_chat, split_reasoning
 
 GOLDEN = Path(__file__).resolve().parents[1] / "reference" / "processor_golden" / "cases.json"
 RENDERS = json.loads(GOLDEN.read_text(encoding="utf-8"))["renders"]
@@ -59,6 +59,18 @@ def test_thinking_strings_from_spec(procs: dict) -> None:
                {"role": "assistant", "content": "<think>\nr1\n</think>\n\nA1"}, {"role": "user", "content": "Q2"}]
     assert p.render(history).endswith("Q1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\nQ2"
                                       "<|im_end|>\n<|im_start|>assistant\n<think>\n")
+
+
+@pytest.mark.parametrize("reply", ["<think>\n  r1 \n</think>\n\n A1 ", "plan\n</think>\n\nC\n", "<think>x</think>y",
+                                   "no tags \n"])
+def test_split_reasoning_reads_a_reply_as_the_thinking_template_does(procs: dict, reply: str) -> None:
+    """The template renders the latest assistant turn as `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`: the
+    split gives exactly the parts it writes."""
+    rendered = procs["thinking"].render([{"role": "user", "content": "Q"}, {"role": "assistant", "content": reply}],
+                                        add_generation_prompt=False)
+    reasoning, answer = split_reasoning(reply)
+    turn = rendered.split("<|im_start|>assistant\n", 1)[1]
+    assert turn == f"<think>\n{reasoning or ''}\n</think>\n\n{answer}<|im_end|>\n"
 
 
 def test_template_precedence(tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ from qwen3vl_eval.backends.native import Engine
 from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint
 from qwen3vl_eval.cli import app
 from qwen3vl_eval.model.generate import generate
-from qwen3vl_eval.model.sampling import GenerationParams, process_logits, select_tokens, split_reasoning
+from qwen3vl_eval.model.sampling import GenerationParams, process_logits, select_tokens
 from qwen3vl_eval.model.weights import load_model
+from qwen3vl_eval.processor.chat import split_reasoning
 
 GOLDEN = sorted(p for p in (Path(__file__).parents[1] / "reference" / "golden").iterdir() if p.is_dir())
 

@@ -14,8 +14,8 @@ from qwen3vl_eval.eval.parsers import (
     parse_number,
     parse_short_answer,
     parse_time_span,
-    strip_reasoning,
 )
+from qwen3vl_eval.processor.chat import split_reasoning
 
 
 @pytest.mark.parametrize("text,n,expected", [
@@ -117,10 +117,13 @@ def test_box_scaling_clipping_and_ordering():
     assert PARSERS["bbox_qwen3vl"]("nothing", sample) is None
 
 
-def test_strip_reasoning():
-    assert strip_reasoning("<think>hmm, B?</think>\n\nB") == ("hmm, B?", "B")
-    assert strip_reasoning("plan</think>C") == ("plan", "C")
-    assert strip_reasoning(" A ") == (None, "A")
+def test_reasoning_split_and_parsers_see_the_answer_without_surrounding_whitespace():
+    assert split_reasoning("<think>hmm, B?</think>\n\nB") == ("hmm, B?", "B")
+    assert split_reasoning("plan</think>C") == ("plan", "C")
+    assert split_reasoning(" A ") == (None, " A ")  # only newlines are the template's to trim
+    sample = SimpleNamespace(choices=["x", "y"], target="A")
+    assert PARSERS["mc_letter"](" A ", sample) == PARSERS["mc_letter"]("A", sample) == "A"
+    assert PARSERS["short_answer"]("\n red \n", sample) == PARSERS["short_answer"]("red", sample)
 
 
 def test_parsers_are_versioned():

@@ -25,7 +25,8 @@ from qwen3vl_eval.backends.native import model_info
 from qwen3vl_eval.checkpoints.hub import resolve_model
 from qwen3vl_eval.errors import InputError, ProcessorError
 from qwen3vl_eval.model.generate import GenerationOutput
-from qwen3vl_eval.model.sampling import GenerationParams, find_stop, split_reasoning
+from qwen3vl_eval.model.sampling import GenerationParams, find_stop
+from qwen3vl_eval.processor.chat import split_reasoning
 from qwen3vl_eval.processor.image import ImageSettings, decode_image
 from qwen3vl_eval.processor.media import resolve_source
 from qwen3vl_eval.processor.messages import MediaItem, as_batch, media_items, walk

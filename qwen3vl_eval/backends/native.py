@@ -21,9 +21,10 @@ from qwen3vl_eval.checkpoints.hub import hub_cache_dir, resolve_model
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.model.generate import GenerationOutput, generate
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
-from qwen3vl_eval.model.sampling import GenerationParams, split_reasoning
+from qwen3vl_eval.model.sampling import GenerationParams
 from qwen3vl_eval.model.weights import load_model
 from qwen3vl_eval.processor import BatchInputs, Processor
+from qwen3vl_eval.processor.chat import split_reasoning
 from qwen3vl_eval.runtime.device import dtype_name, resolve_device, resolve_dtype
 from qwen3vl_eval.runtime.provenance import device_label, software_versions
 from qwen3vl_eval.runtime.timing import Timings, free

@@ -38,7 +38,8 @@ import httpx
 from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.backends.openai_messages import to_openai_messages
 from qwen3vl_eval.errors import InputError
-from qwen3vl_eval.model.sampling import GenerationParams, split_reasoning
+from qwen3vl_eval.model.sampling import GenerationParams
+from qwen3vl_eval.processor.chat import split_reasoning
 from qwen3vl_eval.processor.messages import as_batch
 from qwen3vl_eval.processor.video import VideoSettings
 from qwen3vl_eval.runtime.provenance import software_versions

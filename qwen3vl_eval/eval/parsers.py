@@ -25,7 +25,8 @@ class Parser:
     fn: Callable[[str, Any], Any]
 
     def __call__(self, text: str, sample: Any = None) -> Any:
-        return self.fn(text, sample)
+        """`fn` on `text` without its surrounding whitespace."""
+        return self.fn(text.strip(), sample)
 
 
 PARSERS: dict[str, Parser] = {}
@@ -39,14 +40,6 @@ def register(name: str, version: int) -> Callable:
         return fn
 
     return deco
-
-
-def strip_reasoning(text: str) -> tuple[str | None, str]:
-    """Split `reasoning</think>answer` (with or without the opening <think>) into (reasoning, answer)."""
-    if "</think>" not in text:
-        return None, text.strip()
-    reasoning, answer = text.rsplit("</think>", 1)
-    return reasoning.replace("<think>", "", 1).strip(), answer.strip()
 
 
 # ---------------------------------------------------------------- letters (multiple choice)

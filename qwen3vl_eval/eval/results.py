@@ -12,11 +12,12 @@ from typing import Any
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.adapters import Sample
 from qwen3vl_eval.eval.metrics import SCORERS, summarize
-from qwen3vl_eval.eval.parsers import PARSERS, strip_reasoning
+from qwen3vl_eval.eval.parsers import PARSERS
 from qwen3vl_eval.eval.prompts import PROMPTS
 from qwen3vl_eval.eval.reports import write_outputs
 from qwen3vl_eval.eval.sample_log import read_predictions, write_records
 from qwen3vl_eval.eval.task import TaskSpec
+from qwen3vl_eval.processor.chat import split_reasoning
 from qwen3vl_eval.runtime.timing import PHASES
 
 TIMING_KEYS = PHASES
@@ -29,15 +30,16 @@ def now() -> str:
 # ---------------------------------------------------------------- one sample
 
 def score_sample(spec: TaskSpec, sample: Sample, prediction: str | None, error: str | None = None,
-                 extra: dict | None = None) -> dict:
-    """The samples.jsonl record of one sample: raw prediction, reasoning (stripped before scoring), extracted
-    answer, target, per-sample scores, error."""
+                 extra: dict | None = None, *, split: tuple[str | None, str] | None = None) -> dict:
+    """The samples.jsonl record of one sample: raw prediction, reasoning (left out of scoring), answer, extracted
+    value, target, per-sample scores, error. `split` is the reply's (reasoning, answer) when the backend gave
+    them (`Reply.reasoning`, `Reply.answer`); else the prediction is split here (`split_reasoning`)."""
     rec: dict[str, Any] = {"id": sample.id, "prediction": prediction}
     if error is not None or prediction is None:
         rec.update(extracted=None, parsed=False, target=sample.target, scores=None,
                    error=error or "no prediction")
     else:
-        reasoning, answer = strip_reasoning(prediction)
+        reasoning, answer = split if split is not None else split_reasoning(prediction)
         extracted = PARSERS[spec.parser](answer, sample)
         scores = SCORERS[spec.scorer](extracted, sample.target)
         rec.update(answer=answer, extracted=extracted, parsed=extracted is not None, target=sample.target,

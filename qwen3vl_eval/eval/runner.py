@@ -246,5 +246,6 @@ class Generator:
                 # the call held this sample alone; else unknown (null)
                 n_tokens = len(ids) if ids else counted if len(group) == 1 else None
                 extra = {"finish_reason": getattr(reply, "finish_reason", None), "generated_tokens": n_tokens}
-                records[s.id] = score_sample(spec, s, reply.text, extra=extra)
+                records[s.id] = score_sample(spec, s, reply.text, extra=extra,
+                                             split=(reply.reasoning, reply.answer))
         return [records[s.id] for s in batch]

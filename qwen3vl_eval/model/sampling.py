@@ -125,14 +125,6 @@ def make_generator(params: GenerationParams, device: torch.device) -> torch.Gene
     return torch.Generator(device=device).manual_seed(params.seed)
 
 
-def split_reasoning(text: str) -> tuple[str | None, str]:
-    """Thinking replies: (reasoning, answer) split at the last `</think>`; (None, text) when there is none."""
-    if "</think>" not in text:
-        return None, text
-    reasoning, answer = text.rsplit("</think>", 1)
-    return reasoning.replace("<think>", "", 1).strip("\n"), answer.lstrip("\n")
-
-
 def find_stop(text: str, stops: tuple[str, ...]) -> int:
     """Index where the earliest stop string starts in `text`, or -1."""
     hits = [i for s in stops if (i := text.find(s)) >= 0]

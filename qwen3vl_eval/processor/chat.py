@@ -138,6 +138,18 @@ def _alias_reasoning(messages: list[dict]) -> list[dict]:
     return out
 
 
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """A Thinking reply read back as the chat template reads an assistant turn: (reasoning, answer) split at the
+    last `</think>`, the reasoning taken after its `<think>` (when there is one) with newlines trimmed, the answer
+    with leading newlines dropped (the template's `strip('\\n')` / `lstrip('\\n')`); (None, text) without a
+    `</think>`. The one split: backends fill `Reply.reasoning`/`Reply.answer` with it, `score` splits saved
+    predictions with it."""
+    if "</think>" not in text:
+        return None, text
+    reasoning, answer = text.rsplit("</think>", 1)
+    return reasoning.split("<think>")[-1].strip("\n"), answer.lstrip("\n")
+
+
 def render_chat(template: str, messages: list[dict], *, add_generation_prompt: bool = True,
                 special_tokens: Mapping[str, str] | None = None, tools: list[dict] | None = None,
                 documents: list[dict] | None = None, **template_kwargs: Any) -> str:
