@@ -1,10 +1,15 @@
-"""Shared fixtures: tiny random checkpoints in the real Hugging Face format, built once per test session."""
+"""Shared fixtures: tiny random checkpoints in the real Hugging Face format (built once per session), an engine
+on the default one, small media files and a module-scoped monkeypatch. Helpers are in `helpers.py`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from helpers import write_video
+from PIL import Image
 
 from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint
 
@@ -34,4 +39,34 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
     mp = pytest.MonkeyPatch()
     mp.setenv("QWEN3VL_EVAL_CACHE", str(tmp_path_factory.mktemp("qwen3vl_eval_cache")))
     yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_ckpt: Path):
+    """The native engine on the default tiny checkpoint, fp32 on the CPU (one per test module: its vision
+    cache and timings are a module's own)."""
+    from qwen3vl_eval.backends.native import Engine
+
+    return Engine(tiny_ckpt, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with green.png (120x90), the same noise as noise.png and as noise.jpg (150x70) and clip.mp4
+    (`helpers.write_video`)."""
+    d = tmp_path_factory.mktemp("media")
+    Image.new("RGB", (120, 90), (20, 200, 30)).save(d / "green.png")
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 150, 3), dtype=np.uint8))
+    noise.save(d / "noise.png")
+    noise.save(d / "noise.jpg", quality=90)
+    write_video(d / "clip.mp4")
+    return d
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    """A monkeypatch undone at the end of the module (for module-scoped fixtures)."""
+    mp = pytest.MonkeyPatch()
+    yield mp
     mp.undo()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _media import write_video
+from helpers import write_video
 from PIL import Image
 
 from qwen3vl_eval.backends import make_backend

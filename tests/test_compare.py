@@ -6,16 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import cli
 
-from qwen3vl_eval.cli import app
 from qwen3vl_eval.compare.comparison import compare_results
 from qwen3vl_eval.compare.gates import Gate, parse_metric_overrides
 from qwen3vl_eval.compare.results import load_result
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.report.stats import paired_bootstrap
-
-runner = CliRunner()
 
 
 def write_task(run: Path, task: str, scores: dict[str, float], *, metric: str = "accuracy",
@@ -59,7 +56,7 @@ def runs(tmp_path):
 
 
 def invoke(*args):
-    return runner.invoke(app, ["compare", *map(str, args)])
+    return cli("compare", *args)
 
 
 def test_report_without_gate(runs, tmp_path):

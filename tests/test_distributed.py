@@ -11,15 +11,16 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from test_reliability import (
-    RUN,
-    TASKS,
+from helpers import (
+    SMOKE_RUN,
+    SMOKE_TASKS,
+    FakeBackend,
     assert_same_as,
     baseline_run,
     complete_lines,
-    env,
     qcli,
     start,
+    subprocess_env,
     wait_for_lines,
 )
 
@@ -29,7 +30,6 @@ from qwen3vl_eval.eval.distributed import Dist, from_env
 from qwen3vl_eval.eval.runner import run_task
 from qwen3vl_eval.eval.sample_log import merge_logs, rank_logs, read_records
 from qwen3vl_eval.eval.task import load_registry
-from qwen3vl_eval.runtime.timing import Timings
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             "-m", "qwen3vl_eval"]
@@ -38,11 +38,11 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 def test_two_ranks_give_the_single_process_results(tmp_path_factory, tmp_path):
     base = baseline_run(tmp_path_factory)
     out = tmp_path / "dp"
-    r = subprocess.run([*TORCHRUN, *RUN, "--output", str(out)], capture_output=True, text=True, timeout=300,
-                       env=env())
+    r = subprocess.run([*TORCHRUN, *SMOKE_RUN, "--output", str(out)], capture_output=True, text=True, timeout=300,
+                       env=subprocess_env())
     assert r.returncode == 0, r.stderr[-3000:]
     assert_same_as(base, out)
-    for t in TASKS:
+    for t in SMOKE_TASKS:
         res = json.loads((out / t / "results.json").read_text())
         assert res["throughput"]["ranks"] == 2 and res["config"]["world_size"] == 2
         assert res["throughput"]["samples"] == 2  # both ranks' samples counted
@@ -71,7 +71,7 @@ def descendants(pid: int) -> list[int]:
 def test_killed_two_rank_run_resumes_with_one_process(tmp_path_factory, tmp_path):
     base = baseline_run(tmp_path_factory)
     out = tmp_path / "dp_killed"
-    p = start([*TORCHRUN, *RUN, "--output", str(out)])
+    p = start([*TORCHRUN, *SMOKE_RUN, "--output", str(out)])
     try:
         wait_for_lines(out, 3, p)
     finally:
@@ -82,13 +82,13 @@ def test_killed_two_rank_run_resumes_with_one_process(tmp_path_factory, tmp_path
                 pass
         p.wait(timeout=30)
     assert complete_lines(out) >= 3
-    unfinished = [t for t in TASKS if not (out / t / "results.json").is_file()]
+    unfinished = [t for t in SMOKE_TASKS if not (out / t / "results.json").is_file()]
     assert unfinished, "killed after the run had finished"
-    left = [p for t in TASKS for p in rank_logs(out / t)] if out.is_dir() else []
+    left = [p for t in SMOKE_TASKS for p in rank_logs(out / t)] if out.is_dir() else []
     if left:  # a write torn by the kill
         with open(left[-1], "ab") as f:
             f.write(b'{"id": "0", "predic')
-    r = qcli(*RUN, "--output", str(out), "--resume")
+    r = qcli(*SMOKE_RUN, "--output", str(out), "--resume")
     assert r.returncode == 0, r.stderr
     assert_same_as(base, out)
 
@@ -127,22 +127,12 @@ def test_leftover_rank_logs_need_resume_and_are_not_redone(tmp_path):
     done = score_sample(spec, samples[1], "B")
     (tmp_path / "samples.rank1.jsonl").write_text(json.dumps(done) + "\n")
 
-    class Backend:
-        timings = Timings()
-        asked: list = []
-
-        def info(self):
-            return {}
-
-        def chat(self, conversations, params):
-            self.asked.extend(conversations)
-            return [SimpleNamespace(text="A", token_ids=[1], finish_reason="stop") for _ in conversations]
-
     params = SimpleNamespace(max_new_tokens=2)
     with pytest.raises(TaskError, match="--resume"):
-        run_task(spec, samples, Backend(), tmp_path, params)
-    res = run_task(spec, samples, Backend(), tmp_path, params, resume=True)
-    assert len(Backend.asked) == 4 and res["n_samples"] == 5 and res["throughput"]["resumed_from"] == 1
+        run_task(spec, samples, FakeBackend(), tmp_path, params)
+    backend = FakeBackend()
+    res = run_task(spec, samples, backend, tmp_path, params, resume=True)
+    assert len(backend.asked) == 4 and res["n_samples"] == 5 and res["throughput"]["resumed_from"] == 1
     assert [r["id"] for r in read_records(tmp_path / "samples.jsonl")] == ["0", "1", "2", "3", "4"]
 
 

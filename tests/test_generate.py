@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from _media import write_video
-from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from qwen3vl_eval.backends.native import Engine
-from qwen3vl_eval.checkpoints.tiny import build_tiny_checkpoint
 from qwen3vl_eval.cli import app
-from qwen3vl_eval.model.generate import generate
+from qwen3vl_eval.model.generate import GenerationOutput, finish_row, generate
 from qwen3vl_eval.model.sampling import GenerationParams, process_logits, select_tokens
 from qwen3vl_eval.model.weights import load_model
 from qwen3vl_eval.processor.chat import split_reasoning
@@ -24,22 +20,6 @@ from qwen3vl_eval.processor.chat import split_reasoning
 GOLDEN = sorted(p for p in (Path(__file__).parents[1] / "reference" / "golden").iterdir() if p.is_dir())
 
 
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("media")
-    Image.new("RGB", (120, 90), (20, 200, 30)).save(d / "green.png")
-    img = np.random.default_rng(0).integers(0, 255, (70, 150, 3), dtype=np.uint8)
-    Image.fromarray(img).save(d / "noise.png")
-    write_video(d / "clip.mp4")
-    return d
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory) -> Engine:
-    ckpt = build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
-    return Engine(ckpt, device="cpu", dtype="float32")
 
 
 def _greedy(n: int, **kw) -> GenerationParams:
@@ -140,6 +120,21 @@ def test_generation_config_defaults(tmp_path: Path) -> None:
     f.write_text(json.dumps({"do_sample": False, "temperature": 0.7, "eos_token_id": 5}))
     p = GenerationParams.from_generation_config(f)
     assert p.greedy and p.eos_token_ids == (5,)
+
+
+def test_finish_row_is_one_rule_for_eos_and_stop_strings() -> None:
+    """Rows checked every few steps (native) and rows generated whole (hf) are cut alike: a stop string reached
+    before the first eos wins, even when both fall in one check window."""
+    def decode(ids: list[int]) -> str:
+        return "".join(chr(96 + i) for i in ids)  # 1 -> "a", 9 (eos) -> "i"
+
+    p = GenerationParams(max_new_tokens=8, eos_token_ids=(9,), stop=("c",))
+    assert finish_row([1, 2, 3, 4, 9, 0], p, decode) == GenerationOutput([1, 2, 3], "stop", "ab")
+    assert finish_row([1, 2, 9, 3, 0], p, decode) == GenerationOutput([1, 2, 9], "stop", "ab")
+    assert finish_row([1, 2], p, decode, last=False) is None
+    assert finish_row([1, 2], p, decode) == GenerationOutput([1, 2], "length", "ab")
+    free = GenerationParams(max_new_tokens=8, eos_token_ids=(9,), ignore_eos=True)
+    assert finish_row([1, 9, 2], free, decode) == GenerationOutput([1, 9, 2], "length", "aib")
 
 
 def test_split_reasoning() -> None:

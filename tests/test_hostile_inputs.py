@@ -19,37 +19,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import FakeBackend, assert_clean_error, cli
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from qwen3vl_eval.cli import app
 from qwen3vl_eval.eval.adapters import Sample
 from qwen3vl_eval.eval.runner import run_task
 from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.synth import write_video
 from qwen3vl_eval.eval.task import load_registry
-from qwen3vl_eval.runtime.timing import Timings
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = load_registry()
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def assert_clean_error(r, *needles: str, code: int = 2) -> str:
-    """Exit `code`, exactly one line on stderr starting `error:`, no traceback; returns that line."""
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert r.exit_code == code, (r.exit_code, r.output)
-    assert "Traceback" not in r.output
-    err = r.stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    for n in needles:
-        assert n in err, (n, err)
-    return err
 
 
 # ---------------------------------------------------------------- media files
@@ -113,7 +95,7 @@ def absurd_duration(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory) -> Path:
+def hostile_media(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("hostile_media")
     png, jpg = _png(), _jpeg()
     (d / "ok.png").write_bytes(png)
@@ -146,8 +128,8 @@ def _user(kind: str, value: str, **opts) -> list[dict]:
 @pytest.mark.parametrize("name,needle", [
     ("truncated.png", "truncated"), ("truncated.jpg", "truncated"), ("garbage.png", "cannot read image"),
     ("empty.png", "cannot read image")])
-def test_corrupt_images_are_one_clear_error(tiny_ckpt, media, tmp_path, name, needle):
-    m = _messages(tmp_path, _user("image", str(media / name)))
+def test_corrupt_images_are_one_clear_error(tiny_ckpt, hostile_media, tmp_path, name, needle):
+    m = _messages(tmp_path, _user("image", str(hostile_media / name)))
     assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), name, needle)
 
 
@@ -155,14 +137,14 @@ def test_corrupt_images_are_one_clear_error(tiny_ckpt, media, tmp_path, name, ne
     ("truncated.mp4", "cannot read video"), ("garbage.mp4", "cannot read video"),
     ("zero_frames.mp4", "no decodable video frames"), ("no_stream.mp4", "no video stream"),
     ("one_frame.mp4", "1 frame(s); at least 2 are needed")])
-def test_broken_videos_are_one_clear_error(tiny_ckpt, media, tmp_path, name, needle):
-    m = _messages(tmp_path, _user("video", str(media / name)))
+def test_broken_videos_are_one_clear_error(tiny_ckpt, hostile_media, tmp_path, name, needle):
+    m = _messages(tmp_path, _user("video", str(hostile_media / name)))
     assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), name, needle)
 
 
-def test_video_claiming_an_absurd_duration_is_bounded(tiny_ckpt, media, tmp_path):
+def test_video_claiming_an_absurd_duration_is_bounded(tiny_ckpt, hostile_media, tmp_path):
     """Headers claiming 136 years at 5e-10 fps: the work is bounded by the frames really there."""
-    m = _messages(tmp_path, _user("video", str(media / "absurd_duration.mp4")))
+    m = _messages(tmp_path, _user("video", str(hostile_media / "absurd_duration.mp4")))
     t0 = time.perf_counter()
     r = cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m))
     assert time.perf_counter() - t0 < 20
@@ -170,7 +152,7 @@ def test_video_claiming_an_absurd_duration_is_bounded(tiny_ckpt, media, tmp_path
         assert_clean_error(r, "absurd_duration.mp4")
 
 
-def test_video_claiming_a_billion_frames_decodes_only_real_ones(tiny_ckpt, media, monkeypatch):
+def test_video_claiming_a_billion_frames_decodes_only_real_ones(tiny_ckpt, hostile_media, monkeypatch):
     """A header frame count of 1e9 (and a near-zero frame rate): sampling is clamped to max_frames and
     decoding stops at the real end of the stream, then resamples from the frames actually decoded."""
     from qwen3vl_eval.processor import Processor
@@ -180,14 +162,14 @@ def test_video_claiming_a_billion_frames_decodes_only_real_ones(tiny_ckpt, media
     for fps in (24.0, 1e-9):
         monkeypatch.setattr(V, "_stream_info", lambda c, n, fps=fps: (10**9, fps))
         t0 = time.perf_counter()
-        out = processor(_user("video", str(media / "ok.mp4")))
+        out = processor(_user("video", str(hostile_media / "ok.mp4")))
         assert time.perf_counter() - t0 < 10
         assert max(out.video_frame_indices[0]) <= 7  # the file has 8 frames
 
 
-def test_errors_from_a_real_process_have_no_traceback(tiny_ckpt, media, tmp_path):
+def test_errors_from_a_real_process_have_no_traceback(tiny_ckpt, hostile_media, tmp_path):
     """The same through `python -m qwen3vl_eval` in a subprocess (what a user sees)."""
-    m = _messages(tmp_path, _user("video", str(media / "truncated.mp4")))
+    m = _messages(tmp_path, _user("video", str(hostile_media / "truncated.mp4")))
     r = subprocess.run([sys.executable, "-m", "qwen3vl_eval", "preprocess", "--model", str(tiny_ckpt),
                         "--messages", str(m)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
@@ -274,11 +256,11 @@ def test_bomb_limit_is_pils_refusal_threshold(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e308", "1e999"])
-def test_non_finite_or_huge_video_fps_is_a_clear_error(tiny_ckpt, media, tmp_path, value):
+def test_non_finite_or_huge_video_fps_is_a_clear_error(tiny_ckpt, hostile_media, tmp_path, value):
     """fps: Infinity / NaN / 1e308 (all accepted by Python's json) must be a ProcessorError naming the
     option, not an OverflowError/ValueError traceback."""
     m = tmp_path / "m.json"
-    path = json.dumps(str(media / "ok.mp4"))
+    path = json.dumps(str(hostile_media / "ok.mp4"))
     m.write_text(f'[{{"role": "user", "content": [{{"type": "video", "video": {path}, "fps": {value}}}]}}]')
     assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), "fps")
 
@@ -292,23 +274,23 @@ def test_non_finite_or_huge_video_fps_is_a_clear_error(tiny_ckpt, media, tmp_pat
     ({"max_pixels": float("nan")}, "max_pixels must be a finite number"),
 ], ids=["min_frames_negative", "max_frames_zero", "max_frames_fraction", "frames_min_above_max",
         "pixels_min_above_max", "pixels_nan"])
-def test_video_frame_and_pixel_options_are_checked(tiny_ckpt, media, tmp_path, opts, needle):
+def test_video_frame_and_pixel_options_are_checked(tiny_ckpt, hostile_media, tmp_path, opts, needle):
     m = tmp_path / "m.json"
-    m.write_text(json.dumps(_user("video", str(media / "ok.mp4"), **opts)))  # json writes NaN as NaN
+    m.write_text(json.dumps(_user("video", str(hostile_media / "ok.mp4"), **opts)))  # json writes NaN as NaN
     assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), needle, "item 0")
 
 
 @pytest.mark.parametrize("kind,name", [("image", "ok.png"), ("video", "ok.mp4")])
-def test_per_item_pixel_budget_cannot_blow_up_memory(tiny_ckpt, media, tmp_path, kind, name):
+def test_per_item_pixel_budget_cannot_blow_up_memory(tiny_ckpt, hostile_media, tmp_path, kind, name):
     """min_pixels: 1e12 on a 64x48 image asks for a 3 TB resize; it must be refused up front (a clear
     ProcessorError naming the option), not attempted (RuntimeError from the allocator before, or all the
     machine's memory for values that do fit, e.g. 1e9 -> 3 GB uint8 + 12 GB float32)."""
-    m = _messages(tmp_path, _user(kind, str(media / name), min_pixels=10**12, max_pixels=10**12))
+    m = _messages(tmp_path, _user(kind, str(hostile_media / name), min_pixels=10**12, max_pixels=10**12))
     assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), "pixels", name)
-    m = _messages(tmp_path, _user(kind, str(media / name), min_pixels=10**9))
+    m = _messages(tmp_path, _user(kind, str(hostile_media / name), min_pixels=10**9))
     assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)), "min_pixels",
                        "pixel limit")
-    m = _messages(tmp_path, _user(kind, str(media / name), min_pixels=5000, max_pixels=4000))
+    m = _messages(tmp_path, _user(kind, str(hostile_media / name), min_pixels=5000, max_pixels=4000))
     assert_clean_error(cli("preprocess", "--model", str(tiny_ckpt), "--messages", str(m)),
                        "min_pixels 5000 is above max_pixels 4000")
 
@@ -351,24 +333,12 @@ def test_pixel_budget_caps_allow_the_released_maxima():
 PARAMS = SimpleNamespace(max_new_tokens=4, temperature=0.0)
 
 
-class EchoBackend:
-    """Answers "A" to everything; processes nothing (media errors here come from the runner)."""
-
-    timings = Timings()
-
-    def info(self):
-        return {}
-
-    def chat(self, conversations, params):
-        return [SimpleNamespace(text="A", token_ids=[1], finish_reason="stop") for _ in conversations]
-
-
-def test_broken_task_images_are_logged_sample_errors(media, tmp_path):
+def test_broken_task_images_are_logged_sample_errors(hostile_media, tmp_path):
     spec = REGISTRY["synth_imageqa"]
-    ok = Sample("ok", ["red"], "What color?", images=[{"bytes": (media / "ok.png").read_bytes(), "path": None}])
-    bad = [Sample(n, ["red"], "What color?", images=[{"bytes": (media / n).read_bytes(), "path": None}])
+    ok = Sample("ok", ["red"], "What color?", images=[{"bytes": (hostile_media / "ok.png").read_bytes(), "path": None}])
+    bad = [Sample(n, ["red"], "What color?", images=[{"bytes": (hostile_media / n).read_bytes(), "path": None}])
            for n in ("truncated.png", "truncated.jpg", "garbage.png", "bomb.png")]
-    res = run_task(spec, [ok, *bad], EchoBackend(), tmp_path, PARAMS, batch_size=5)
+    res = run_task(spec, [ok, *bad], FakeBackend(), tmp_path, PARAMS, batch_size=5)
     recs = {r["id"]: r for r in read_records(tmp_path / "samples.jsonl")}
     assert res["n_samples"] == 5 and res["n_errors"] == 4
     assert recs["ok"]["error"] is None
@@ -420,7 +390,7 @@ def test_escaping_task_videos_are_logged_sample_errors(tmp_path):
                             for v in ["inside.mp4", "../outside.mp4"]))
     spec = REGISTRY["charades_sta"]
     samples = load_samples(spec, str(data), media_root=root)
-    res = run_task(spec, samples, EchoBackend(), tmp_path / "out", PARAMS, batch_size=2)
+    res = run_task(spec, samples, FakeBackend(), tmp_path / "out", PARAMS, batch_size=2)
     recs = read_records(tmp_path / "out" / "samples.jsonl")
     assert res["n_errors"] == 1 and recs[0]["error"] is None
     assert "escapes the media root" in recs[1]["error"]
@@ -445,7 +415,7 @@ def test_task_image_paths_stay_inside_the_media_roots(tmp_path):
     data = data_dir / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = REGISTRY["textvqa_val"]
-    res = run_task(spec, load_samples(spec, str(data)), EchoBackend(), tmp_path / "out", PARAMS, batch_size=5)
+    res = run_task(spec, load_samples(spec, str(data)), FakeBackend(), tmp_path / "out", PARAMS, batch_size=5)
     recs = read_records(tmp_path / "out" / "samples.jsonl")
     assert res["n_errors"] == 4 and recs[0]["error"] is None
     assert all("escapes the media root" in r["error"] for r in recs[1:4]), [r["error"] for r in recs]
@@ -458,19 +428,12 @@ def test_task_image_paths_stay_inside_the_media_roots(tmp_path):
     assert bad.error is not None and "escapes the media root" in bad.error
 
 
-@pytest.fixture(scope="module")
-def engine():
-    from qwen3vl_eval.backends.native import Engine
-
-    return Engine("tiny", device="cpu", dtype="float32")
-
-
-def test_broken_task_videos_are_logged_sample_errors(engine, media, tmp_path):
+def test_broken_task_videos_are_logged_sample_errors(engine, hostile_media, tmp_path):
     """Videos reach the processor inside the backend; each broken one is its own logged error and its
     batch-mates are still answered."""
     spec = REGISTRY["synth_videoqa"]
     names = ["ok.mp4", "truncated.mp4", "garbage.mp4", "zero_frames.mp4", "one_frame.mp4", "absurd_duration.mp4"]
-    samples = [Sample(n, "A", "What color?", choices=["red", "blue"], videos=[str(media / n)]) for n in names]
+    samples = [Sample(n, "A", "What color?", choices=["red", "blue"], videos=[str(hostile_media / n)]) for n in names]
     from qwen3vl_eval.backends.native import GenerationParams
 
     res = run_task(spec, samples, engine, tmp_path, GenerationParams(max_new_tokens=2), batch_size=6)

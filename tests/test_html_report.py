@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from _browser import INSTALL, chromium, components, extent, screenshot
+from helpers import oracle_prediction, write_preds
 from PIL import Image
 from typer.testing import CliRunner
 
 from qwen3vl_eval.cli import app
 from qwen3vl_eval.eval.data import load_samples
 from qwen3vl_eval.eval.results import score_predictions
-from qwen3vl_eval.eval.synth import oracle_prediction
 from qwen3vl_eval.eval.task import load_registry
 from qwen3vl_eval.report.html import write_task_page
 from qwen3vl_eval.report.html.media import MAX_SIDE
@@ -106,12 +106,6 @@ def check_self_contained(root: Node, folder: Path) -> None:
 def stated_html_kb(root: Node) -> str:
     weight = root.find(id="weight")[0].text
     return re.search(r"\(([\d.]+) KB HTML", weight).group(1)
-
-
-def write_preds(path: Path, preds: dict[str, str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"id": k, "prediction": v}) + "\n" for k, v in preds.items()))
-    return path
 
 
 def score(task: str, preds: dict[str, str], out: Path) -> CliRunner:

@@ -4,13 +4,12 @@ errors, the mixed dense/MoE layer pattern, and the published parameter counts of
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import copy_tree
 from safetensors.torch import load_file, save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -205,11 +204,6 @@ def test_mixed_dense_and_moe_layers():
 
 
 # ------------------------------------------------------------------------------------------------ layout
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
 def test_loads_released_layout_as_is(tiny_moe_ckpt):
     model = load_model(tiny_moe_ckpt, dtype=torch.float32)
     sd = load_file(tiny_moe_ckpt / "model.safetensors")
@@ -223,7 +217,7 @@ def test_loads_released_layout_as_is(tiny_moe_ckpt):
 
 @pytest.mark.parametrize("proj", ["gate_up_proj", "down_proj"])
 def test_transposed_experts_one_clear_error(tmp_path, tiny_moe_ckpt, proj: str):
-    ckpt = _copy(tiny_moe_ckpt, tmp_path / "transposed")
+    ckpt = copy_tree(tiny_moe_ckpt, tmp_path / "transposed")
     sd = load_file(ckpt / "model.safetensors")
     for k in [k for k in sd if k.endswith("mlp.experts." + proj)]:  # every layer, as a bad conversion would
         sd[k] = sd[k].transpose(1, 2).contiguous()
@@ -237,7 +231,7 @@ def test_transposed_experts_one_clear_error(tmp_path, tiny_moe_ckpt, proj: str):
 
 
 def test_per_expert_keys_one_clear_error(tmp_path, tiny_moe_ckpt):
-    ckpt = _copy(tiny_moe_ckpt, tmp_path / "per_expert")
+    ckpt = copy_tree(tiny_moe_ckpt, tmp_path / "per_expert")
     sd = load_file(ckpt / "model.safetensors")
     for layer in range(3):
         b = f"model.language_model.layers.{layer}.mlp.experts."

@@ -8,18 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import cli
 from safetensors import safe_open
 from safetensors.torch import save_file
-from typer.testing import CliRunner
-
-from qwen3vl_eval.cli import app
 
 GOLDEN = Path(__file__).resolve().parents[1] / "reference" / "golden"
 CASES = sorted(p for p in GOLDEN.iterdir() if (p / "golden.safetensors").is_file())
 
 
 def parity(*args: str):
-    return CliRunner().invoke(app, ["parity", *args])
+    return cli("parity", *args)
 
 
 def _rewrite(case: Path, edit) -> None:

@@ -13,17 +13,17 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import FakeBackend
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.eval.data import load_samples
-from qwen3vl_eval.eval.runner import BatchOutOfMemory, run_task
+from qwen3vl_eval.eval.runner import run_task
 from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.synth import write_video
 from qwen3vl_eval.eval.task import load_registry
-from qwen3vl_eval.runtime.timing import Timings
 
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -165,23 +165,9 @@ def test_a_log_cut_anywhere_reads_back_as_a_prefix(tmp_path):
     check()
 
 
-class ChaosBackend:
+def chaos_backend(fits: int, bad: set[int]) -> FakeBackend:
     """Raises out-of-memory above a batch size, fails some prompts, answers the rest."""
-
-    def __init__(self, fits: int, bad: set[int]):
-        self.fits, self.bad = fits, bad
-        self.timings = Timings()
-
-    def info(self):
-        return {}
-
-    def chat(self, conversations, params):
-        if len(conversations) > self.fits:
-            raise BatchOutOfMemory("too big")
-        texts = [c[-1]["content"][-1]["text"] for c in conversations]
-        if any(zlib.crc32(t.encode()) % 7 in self.bad for t in texts):
-            raise ValueError("rejected")
-        return [SimpleNamespace(text="A", token_ids=[1], finish_reason="stop") for _ in conversations]
+    return FakeBackend(fits=fits, reject=lambda t: "rejected" if zlib.crc32(t.encode()) % 7 in bad else None)
 
 
 def test_runner_logs_every_sample_once_whatever_fails(tmp_path):
@@ -194,8 +180,8 @@ def test_runner_logs_every_sample_once_whatever_fails(tmp_path):
     def check(batch_size, fits, bad, done_before):
         out = tmp_path / str(next(runs))
         if done_before:  # an earlier, interrupted run
-            run_task(spec, samples[:done_before], ChaosBackend(9, set()), out, SimpleNamespace(), batch_size=1)
-        res = run_task(spec, samples, ChaosBackend(fits, bad), out, SimpleNamespace(), batch_size=batch_size,
+            run_task(spec, samples[:done_before], chaos_backend(9, set()), out, SimpleNamespace(), batch_size=1)
+        res = run_task(spec, samples, chaos_backend(fits, bad), out, SimpleNamespace(), batch_size=batch_size,
                        resume=True)
         ids = [r["id"] for r in read_records(Path(out) / "samples.jsonl")]
         assert ids == [s.id for s in samples]

@@ -7,98 +7,39 @@ synthetic data are built once, and OMP_NUM_THREADS=1 so every process (torchrun'
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import (
+    SMOKE_RUN,
+    SMOKE_TASKS,
+    FakeBackend,
+    OpaqueFakeBackend,
+    assert_same_as,
+    baseline_run,
+    cli,
+    complete_lines,
+    qcli,
+    start,
+    subprocess_env,
+    wait_for_lines,
+)
 
-from qwen3vl_eval.cli import app
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.data import load_samples
 from qwen3vl_eval.eval.runner import BatchOutOfMemory, is_oom, run_task
 from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.task import load_registry
-from qwen3vl_eval.runtime.timing import Timings
 
 REGISTRY = load_registry()
-TASKS = ["synth_grounding", "synth_imageqa", "synth_temporal_grounding", "synth_text", "synth_videoqa"]
-RUN = ["run", "--task", "smoke", "--model", "tiny", "--limit", "2", "--max-new-tokens", "4", "--device", "cpu"]
 TIMING_FIELDS: set[str] = set()  # samples.jsonl records hold no timing fields (results.json does)
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def qcli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m qwen3vl_eval ARGS` in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "qwen3vl_eval", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env())
-
-
-def start(cmd: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(), **kw)
-
-
-def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An uninterrupted single-process `run` of RUN, made once per session (shared through the filesystem)."""
-    out = tmp_path_factory.getbasetemp() / "baseline_run"
-    marker = out.with_name("baseline_run.done")
-    if not marker.is_file():
-        r = qcli(*RUN, "--output", str(out))
-        assert r.returncode == 0, r.stderr
-        marker.touch()
-    return out
-
-
-def complete_lines(out: Path) -> int:
-    """Samples logged (complete lines, each id once per task folder) in every samples*.jsonl under a run folder.
-    Ids, not lines: while a data-parallel merge runs, a record is in the new samples.jsonl and in the rank log
-    that the merge is about to delete, and would be counted twice."""
-    seen: set[tuple[Path, str]] = set()
-    for p in out.rglob("samples*.jsonl"):
-        try:
-            lines = p.read_bytes().split(b"\n")[:-1]
-        except FileNotFoundError:  # renamed by a merge meanwhile
-            continue
-        for i, line in enumerate(lines):
-            try:
-                seen.add((p.parent, str(json.loads(line)["id"])))
-            except (ValueError, KeyError, TypeError):
-                seen.add((p, f"line {i}"))
-    return len(seen)
-
-
-def wait_for_lines(out: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
-    """Block until the run has logged at least `n` samples (and is still running)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"run ended (rc {proc.returncode}) before it could be interrupted"
-        if complete_lines(out) >= n:
-            return
-        time.sleep(0.01)
-    raise AssertionError("no samples logged in time")
-
-
-def assert_same_as(base: Path, out: Path) -> None:
-    """Byte-identical samples.jsonl and equal metrics for every task; every id once; no rank logs left."""
-    for t in TASKS:
-        got, want = out / t / "samples.jsonl", base / t / "samples.jsonl"
-        ids = [r["id"] for r in read_records(got)]
-        assert len(ids) == len(set(ids)) == 2, (t, ids)
-        assert got.read_bytes() == want.read_bytes(), t
-        r_got = json.loads((out / t / "results.json").read_text())
-        r_want = json.loads((base / t / "results.json").read_text())
-        assert r_got["metrics"] == r_want["metrics"] and r_got["n_samples"] == r_want["n_samples"], t
-        assert not list((out / t).glob("samples.rank*.jsonl")), t
 
 
 # ---------------------------------------------------------------- determinism
@@ -106,10 +47,10 @@ def assert_same_as(base: Path, out: Path) -> None:
 def test_same_command_twice_gives_identical_samples(tmp_path_factory, tmp_path):
     base = baseline_run(tmp_path_factory)
     out = tmp_path / "again"
-    r = qcli(*RUN, "--output", str(out))
+    r = qcli(*SMOKE_RUN, "--output", str(out))
     assert r.returncode == 0, r.stderr
     assert_same_as(base, out)
-    for t in TASKS:
+    for t in SMOKE_TASKS:
         for rec in read_records(out / t / "samples.jsonl"):
             assert not TIMING_FIELDS & set(rec) and not any(k.endswith(("_s", "_ms", "time")) for k in rec), rec
 
@@ -119,18 +60,18 @@ def test_same_command_twice_gives_identical_samples(tmp_path_factory, tmp_path):
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path_factory, tmp_path):
     base = baseline_run(tmp_path_factory)
     out = tmp_path / "killed"
-    p = start([sys.executable, "-m", "qwen3vl_eval", *RUN, "--output", str(out)])
+    p = start([sys.executable, "-m", "qwen3vl_eval", *SMOKE_RUN, "--output", str(out)])
     wait_for_lines(out, 3, p)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
     assert p.returncode == -signal.SIGKILL
-    unfinished = [t for t in TASKS if not (out / t / "results.json").is_file()]
+    unfinished = [t for t in SMOKE_TASKS if not (out / t / "results.json").is_file()]
     assert unfinished, "killed after the run had finished"
     log = out / unfinished[0] / "samples.jsonl"  # a write torn by the kill, as a crash mid-write leaves it
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
         f.write(b'{"id": "1", "prediction": "tor')
-    r = qcli(*RUN, "--output", str(out), "--resume")
+    r = qcli(*SMOKE_RUN, "--output", str(out), "--resume")
     assert r.returncode == 0, r.stderr
     assert_same_as(base, out)
 
@@ -139,7 +80,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path_factory, tmp_p
 def test_interrupt_stops_cleanly_and_resumes(tmp_path_factory, tmp_path, sig, code):
     base = baseline_run(tmp_path_factory)
     out = tmp_path / "stopped"
-    p = start([sys.executable, "-m", "qwen3vl_eval", *RUN, "--output", str(out)])
+    p = start([sys.executable, "-m", "qwen3vl_eval", *SMOKE_RUN, "--output", str(out)])
     wait_for_lines(out, 3, p)
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
@@ -151,7 +92,7 @@ def test_interrupt_stops_cleanly_and_resumes(tmp_path_factory, tmp_path, sig, co
     assert kept >= 3
     if sig == signal.SIGTERM:
         return  # same path as SIGINT from here on
-    r = qcli(*RUN, "--output", str(out), "--resume")
+    r = qcli(*SMOKE_RUN, "--output", str(out), "--resume")
     assert r.returncode == 0, r.stderr
     assert_same_as(base, out)
 
@@ -176,22 +117,13 @@ def test_torn_and_unterminated_last_lines(tmp_path):
 PARAMS = SimpleNamespace(max_new_tokens=4, temperature=0.0)
 
 
-class OOMBackend:
+def cuda_oom() -> BaseException:
+    return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def oom_backend(fits: int, error: Callable[[], BaseException] = cuda_oom) -> FakeBackend:
     """Answers "A", but raises `error()` for any batch larger than `fits`."""
-
-    def __init__(self, fits: int, error=lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to "
-                                                                            "allocate 2.00 GiB")):
-        self.fits, self.error, self.sizes = fits, error, []
-        self.timings = Timings()
-
-    def info(self):
-        return {}
-
-    def chat(self, conversations, params):
-        self.sizes.append(len(conversations))
-        if len(conversations) > self.fits:
-            raise self.error()
-        return [SimpleNamespace(text="A", token_ids=[1, 2], finish_reason="stop") for _ in conversations]
+    return FakeBackend(token_ids=(1, 2), fits=fits, oom=error)
 
 
 @pytest.mark.parametrize("error", [
@@ -203,21 +135,21 @@ class OOMBackend:
 def test_out_of_memory_halves_the_batch_and_is_reported(tmp_path, error):
     spec = REGISTRY["synth_grounding"]
     samples = load_samples(spec)[:8]
-    backend = OOMBackend(fits=2, error=error)
+    backend = oom_backend(fits=2, error=error)
     res = run_task(spec, samples, backend, tmp_path / "oom", PARAMS, batch_size=8)
     assert res["n_errors"] == 0 and res["n_samples"] == 8
     assert backend.sizes[:3] == [8, 4, 2] and set(backend.sizes[3:]) == {2}  # later batches start small
     assert res["throughput"]["oom_splits"] == 2 and res["throughput"]["effective_batch_size"] == 2
     saved = json.loads((tmp_path / "oom" / "results.json").read_text())
     assert saved["throughput"]["oom_splits"] == 2
-    plain = run_task(spec, samples, OOMBackend(fits=8), tmp_path / "plain", PARAMS, batch_size=8)
+    plain = run_task(spec, samples, oom_backend(fits=8), tmp_path / "plain", PARAMS, batch_size=8)
     assert res["metrics"] == plain["metrics"] and plain["throughput"]["oom_splits"] == 0
 
 
 def test_out_of_memory_on_a_single_sample_is_a_logged_error(tmp_path):
     spec = REGISTRY["synth_text"]
     samples = load_samples(spec)[:3]
-    res = run_task(spec, samples, OOMBackend(fits=0), tmp_path, PARAMS, batch_size=2)
+    res = run_task(spec, samples, oom_backend(fits=0), tmp_path, PARAMS, batch_size=2)
     recs = read_records(tmp_path / "samples.jsonl")
     assert res["n_errors"] == 3 and all(r["error"].startswith("OutOfMemoryError") for r in recs)
 
@@ -229,37 +161,10 @@ def test_is_oom_does_not_catch_other_errors():
 
 # ---------------------------------------------------------------- timeouts
 
-class SlowBackend:
-    """Takes `steps` decode steps of `step_s` each; reports each step through on_tokens when `streams`."""
-
-    def __init__(self, steps: int, step_s: float):
-        self.steps, self.step_s, self.done_steps = steps, step_s, 0
-        self.timings = Timings()
-
-    def info(self):
-        return {}
-
-    def chat(self, conversations, params, on_tokens=None):
-        for _ in range(self.steps):
-            time.sleep(self.step_s)
-            self.done_steps += 1
-            if on_tokens is not None:
-                for row in range(len(conversations)):
-                    on_tokens(row, [1])
-        return [SimpleNamespace(text="A", token_ids=[1], finish_reason="length") for _ in conversations]
-
-
-class OpaqueSlowBackend(SlowBackend):
-    """The same without on_tokens: cannot be stopped, only marked late."""
-
-    def chat(self, conversations, params):  # type: ignore[override]
-        return super().chat(conversations, params)
-
-
 def test_timeout_stops_generation_at_the_next_step(tmp_path):
     spec = REGISTRY["synth_text"]
     samples = load_samples(spec)[:2]
-    backend = SlowBackend(steps=100, step_s=0.01)
+    backend = FakeBackend(steps=100, step_s=0.01, finish_reason="length")
     t0 = time.perf_counter()
     res = run_task(spec, samples, backend, tmp_path, PARAMS, batch_size=2, sample_timeout=0.1)
     assert time.perf_counter() - t0 < 0.9  # 100 steps would take 1 s
@@ -272,10 +177,10 @@ def test_timeout_stops_generation_at_the_next_step(tmp_path):
 def test_timeout_marks_a_late_batch_of_a_backend_that_cannot_stop(tmp_path):
     spec = REGISTRY["synth_text"]
     samples = load_samples(spec)[:2]
-    res = run_task(spec, samples, OpaqueSlowBackend(steps=5, step_s=0.03), tmp_path / "late", PARAMS,
-                   batch_size=1, sample_timeout=0.05)
+    late = OpaqueFakeBackend(steps=5, step_s=0.03, finish_reason="length")
+    res = run_task(spec, samples, late, tmp_path / "late", PARAMS, batch_size=1, sample_timeout=0.05)
     assert res["n_errors"] == 2
-    res = run_task(spec, samples, SlowBackend(steps=1, step_s=0.0), tmp_path / "quick", PARAMS,
+    res = run_task(spec, samples, FakeBackend(steps=1, step_s=0.0, finish_reason="length"), tmp_path / "quick", PARAMS,
                    batch_size=2, sample_timeout=30)
     assert res["n_errors"] == 0 and res["throughput"]["timeouts"] == 0
 
@@ -284,11 +189,11 @@ def test_sample_timeout_option_on_the_real_engine(tmp_path):
     out = tmp_path / "t"
     args = ["run", "--task", "synth_text", "--model", "tiny", "--limit", "2", "--max-new-tokens", "64",
             "--device", "cpu", "--output", str(out)]
-    r = CliRunner().invoke(app, args + ["--sample-timeout", "0.000001"])
+    r = cli(*args, "--sample-timeout", "0.000001")
     assert r.exit_code == 0, r.output
     recs = read_records(out / "synth_text" / "samples.jsonl")
     assert len(recs) == 2 and all("--sample-timeout" in rec["error"] for rec in recs)
-    r = CliRunner().invoke(app, args + ["--sample-timeout", "0"])
+    r = cli(*args, "--sample-timeout", "0")
     assert r.exit_code == 2 and "--sample-timeout" in r.output
 
 
@@ -296,7 +201,8 @@ def test_sample_timeout_option_on_the_real_engine(tmp_path):
 
 MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys
-    from pathlib import Path
+    from collections.abc import Callable
+from pathlib import Path
     import av, numpy as np
     from qwen3vl_eval.processor import Processor
 
@@ -332,7 +238,7 @@ def test_long_video_memory_stays_bounded(tiny_ckpt, tmp_path):
     script = tmp_path / "mem.py"
     script.write_text(MEMORY_SCRIPT)
     r = subprocess.run([sys.executable, str(script), str(tmp_path), str(tiny_ckpt)], capture_output=True,
-                       text=True, timeout=300, env=env())
+                       text=True, timeout=300, env=subprocess_env())
     assert r.returncode == 0, r.stderr
     stats = json.loads(r.stdout.strip().splitlines()[-1])
     assert stats["grid"][0][0] == 4  # 8 frames -> 4 temporal groups

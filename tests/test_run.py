@@ -6,54 +6,27 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from typer.testing import CliRunner
+from helpers import FIXTURES, Crash, FakeBackend, cli, oracle_prediction
 
-from qwen3vl_eval.cli import app
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.adapters import Sample
 from qwen3vl_eval.eval.data import load_samples
 from qwen3vl_eval.eval.prompts import PROMPTS
 from qwen3vl_eval.eval.runner import run_task
 from qwen3vl_eval.eval.sample_log import read_records
-from qwen3vl_eval.eval.synth import oracle_prediction
 from qwen3vl_eval.eval.task import load_registry
-from qwen3vl_eval.runtime.timing import Timings
 
 REGISTRY = load_registry()
 PARAMS = SimpleNamespace(max_new_tokens=8, temperature=0.0)
 
 
-class Crash(BaseException):
-    """A hard stop (like a kill) that the runner must not swallow."""
-
-
-class FakeBackend:
-    """Deterministic backend: answers each prompt from a table; can crash on a call or fail on a prompt."""
-
-    def __init__(self, replies: dict[str, str], crash_on_call: int | None = None, fail_on: str | None = None):
-        self.replies, self.crash_on_call, self.fail_on = replies, crash_on_call, fail_on
-        self.calls = 0
-        self.timings = Timings()
-
-    def info(self):
-        return {"model": "fake", "checkpoint_sha256": "0" * 64, "dtype": "float32", "device": "cpu"}
-
-    def chat(self, conversations, params):
-        self.calls += 1
-        if self.crash_on_call is not None and self.calls >= self.crash_on_call:
-            raise Crash()
-        texts = [c[-1]["content"][-1]["text"] for c in conversations]
-        if self.fail_on and any(self.fail_on in t for t in texts):
-            raise ValueError("prompt too long")
-        self.timings.decode += 0.01
-        self.timings.generated_tokens += 2 * len(texts)
-        return [SimpleNamespace(text=self.replies[t], token_ids=[1, 2], finish_reason="stop") for t in texts]
-
-
-def oracle_backend(task: str, samples: list[Sample], **kw) -> FakeBackend:
+def oracle_backend(task: str, samples: list[Sample], *, fail_on: str | None = None, **kw) -> FakeBackend:
+    """Answers each sample's prompt with its oracle prediction (2 tokens); fails a batch holding `fail_on`."""
     spec = REGISTRY[task]
-    return FakeBackend({PROMPTS[spec.prompt].text(s): oracle_prediction(spec.scorer, s.target) for s in samples},
-                       **kw)
+    table = {PROMPTS[spec.prompt].text(s): oracle_prediction(spec.scorer, s.target) for s in samples}
+    info = {"model": "fake", "checkpoint_sha256": "0" * 64, "dtype": "float32", "device": "cpu"}
+    return FakeBackend(table, token_ids=(1, 2), info=info, **kw,
+                       reject=lambda t: "prompt too long" if fail_on and fail_on in t else None)
 
 
 def test_resume_after_crash_gives_same_results(tmp_path):
@@ -119,13 +92,6 @@ def test_results_record_what_makes_a_number(tmp_path):
 # ---------------------------------------------------------------- end to end with the real Engine (tiny)
 
 @pytest.fixture(scope="module")
-def engine():
-    from qwen3vl_eval.backends.native import Engine
-
-    return Engine("tiny", device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     import sys
 
@@ -138,8 +104,6 @@ def videos(tmp_path_factory):
 @pytest.mark.parametrize("task", ["docvqa_val", "chartqa_test", "textvqa_val", "mmmu_val", "videomme",
                                   "charades_sta", "refcoco_testA", "mmlu", "gsm8k"])
 def test_run_on_real_schema_fixtures(engine, videos, task, tmp_path):
-    from test_tasks import FIXTURES
-
     from qwen3vl_eval.backends.native import GenerationParams
 
     spec = REGISTRY[task]
@@ -154,7 +118,7 @@ def test_run_command_smoke_and_resume(tmp_path):
     out = tmp_path / "run"
     args = ["run", "--task", "smoke", "--model", "tiny", "--limit", "2", "--batch-size", "2",
             "--max-new-tokens", "4", "--device", "cpu", "--output", str(out)]
-    r = CliRunner().invoke(app, args)
+    r = cli(*args)
     assert r.exit_code == 0, r.output
     first = {}
     for task in ["synth_imageqa", "synth_videoqa", "synth_temporal_grounding", "synth_grounding", "synth_text"]:
@@ -163,7 +127,7 @@ def test_run_command_smoke_and_resume(tmp_path):
         report = (out / task / "report.md").read_text()  # every figure names model, dtype, device, batch, versions
         assert "`tiny` (dtype float32, device cpu" in report and "batch size 2" in report and "torch" in report
         first[task] = res["metrics"]
-    r = CliRunner().invoke(app, args + ["--resume"])
+    r = cli(*args + ["--resume"])
     assert r.exit_code == 0, r.output
     for task, metrics in first.items():
         res = json.loads((out / task / "results.json").read_text())
@@ -180,13 +144,11 @@ def test_run_command_smoke_and_resume(tmp_path):
 ])
 def test_run_usage_errors(extra, needle):
     args = ["run", "--task", "synth_text", "--model", "tiny"] + extra
-    r = CliRunner().invoke(app, args)
+    r = cli(*args)
     assert r.exit_code == 2 and needle in r.output, r.output
 
 
 def test_run_without_any_media_is_one_clear_error(tmp_path):
-    from test_tasks import FIXTURES
-
-    r = CliRunner().invoke(app, ["run", "--task", "videomme", "--model", "tiny", "--data", str(FIXTURES["videomme"]),
-                                 "--media-root", str(tmp_path), "--output", str(tmp_path / "o")])
+    r = cli("run", "--task", "videomme", "--model", "tiny", "--data", FIXTURES["videomme"], "--media-root", tmp_path,
+            "--output", tmp_path / "o")
     assert r.exit_code == 2 and "vid001" in r.output and "--media-root" in r.output, r.output

@@ -12,34 +12,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from _serving import serve_process
-from typer.testing import CliRunner
+from helpers import FakeBackend, assert_clean_error, cli, serve_process
 
-from qwen3vl_eval.cli import app
 from qwen3vl_eval.eval.data import load_samples
 from qwen3vl_eval.eval.runner import run_task
 from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.eval.task import load_registry
-from qwen3vl_eval.runtime.timing import Timings
 
 KEY_ENV = "QWEN3VL_TEST_RUN_KEY"
 KEY = "sk-run-test-0d15ea5e"
 SMOKE = ["synth_imageqa", "synth_videoqa", "synth_temporal_grounding", "synth_grounding", "synth_text"]
 COMMON = ["--task", "smoke", "--model", "tiny", "--limit", "2", "--max-new-tokens", "4"]
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def one_line_error(r, *needles: str) -> str:
-    assert r.exit_code == 2, (r.exit_code, r.output)
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    err = r.stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in r.output, err
-    for n in needles:
-        assert n in err, (n, err)
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +32,6 @@ def served(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
     with serve_process("tiny", "--api-key-env", KEY_ENV, "--device", "cpu", "--dtype", "float32",
                        "--served-model-name", "tiny", "--log-level", "warning") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
 
 
 def test_openai_backend_against_serve_gives_the_native_predictions(served: str, tmp_path: Path) -> None:
@@ -128,23 +104,7 @@ def test_backend_flags_that_cannot_work_are_one_line_usage_errors(tmp_path: Path
     os.environ.pop("QWEN3VL_TEST_UNSET_KEY", None)
     r = cli("run", "--task", "synth_text", "--model", "tiny", "--limit", "1", "--output", str(tmp_path / "o"),
             *extra)
-    one_line_error(r, *needles)
-
-
-class CountingServer:
-    """A server-like backend: replies without token ids, counts generated tokens like `OpenAIBackend` (usage)."""
-
-    def __init__(self) -> None:
-        self.timings = Timings()
-        self.requests: list = []
-
-    def info(self):
-        return {"backend": "fake-server"}
-
-    def chat(self, conversations, params):
-        self.timings.generated_tokens += 3 * len(conversations)
-        self.requests += [SimpleNamespace(latency_s=0.01, error=None) for _ in conversations]
-        return [SimpleNamespace(text="A", token_ids=[], finish_reason="stop") for _ in conversations]
+    assert_clean_error(r, *needles)
 
 
 @pytest.mark.parametrize("batch_size,per_sample", [(1, 3), (3, None)])
@@ -153,7 +113,8 @@ def test_generated_tokens_come_from_the_backend_counter(tmp_path: Path, batch_si
     per sample the count is known when the call held that sample alone, else null."""
     spec = load_registry()["synth_text"]
     samples = load_samples(spec)[:3]
-    res = run_task(spec, samples, CountingServer(), tmp_path, SimpleNamespace(max_new_tokens=4), batch_size=batch_size)
+    server = FakeBackend(usage=3, info={"backend": "fake-server"})  # like `OpenAIBackend`: usage, no token ids
+    res = run_task(spec, samples, server, tmp_path, SimpleNamespace(max_new_tokens=4), batch_size=batch_size)
     assert res["throughput"]["generated_tokens"] == 9
     assert res["throughput"]["requests"]["n"] == 3
     assert [r["generated_tokens"] for r in read_records(tmp_path / "samples.jsonl")] == [per_sample] * 3

@@ -5,27 +5,19 @@ import json
 from pathlib import Path
 
 import pytest
-from test_tasks import FIXTURES, REAL, SYNTH
-from typer.testing import CliRunner
+from helpers import FIXTURES, REAL, SYNTH, cli, oracle_prediction, write_preds
 
-from qwen3vl_eval.cli import app
 from qwen3vl_eval.eval.data import load_samples
-from qwen3vl_eval.eval.synth import oracle_prediction
 from qwen3vl_eval.eval.task import load_registry
 
 REGISTRY = load_registry()
-
-
-def write_preds(path: Path, preds: dict[str, str]) -> Path:
-    path.write_text("".join(json.dumps({"id": k, "prediction": v}) + "\n" for k, v in preds.items()))
-    return path
 
 
 def score(task: str, preds: Path, out: Path) -> dict:
     args = ["score", "--task", task, "--predictions", str(preds), "--output", str(out)]
     if task in FIXTURES:
         args += ["--data", str(FIXTURES[task])]
-    r = CliRunner().invoke(app, args)
+    r = cli(*args)
     assert r.exit_code == 0, r.output
     assert (out / "report.md").is_file() and (out / "samples.jsonl").is_file()
     return json.loads((out / "results.json").read_text())
@@ -104,14 +96,13 @@ def test_run_samples_file_scores_again(tmp_path):
 def test_bad_prediction_files_exit_2(tmp_path, content, needle):
     p = tmp_path / "p.jsonl"
     p.write_text(content)
-    r = CliRunner().invoke(app, ["score", "--task", "synth_text", "--predictions", str(p), "--output",
-                                 str(tmp_path / "o")])
+    r = cli("score", "--task", "synth_text", "--predictions", p, "--output", tmp_path / "o")
     assert r.exit_code == 2
     assert needle in r.output and "Traceback" not in r.output
 
 
 def test_score_usage_errors(tmp_path):
-    r = CliRunner().invoke(app, ["score", "--task", "smoke", "--predictions", str(tmp_path / "x.jsonl")])
+    r = cli("score", "--task", "smoke", "--predictions", str(tmp_path / "x.jsonl"))
     assert r.exit_code == 2 and "one task" in r.output
-    r = CliRunner().invoke(app, ["score", "--task", "synth_text", "--predictions", str(tmp_path / "x.jsonl")])
+    r = cli("score", "--task", "synth_text", "--predictions", str(tmp_path / "x.jsonl"))
     assert r.exit_code == 2 and "x.jsonl" in r.output

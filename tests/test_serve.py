@@ -15,11 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import uvicorn
-from _media import write_video
-from _serving import serve_process
+from helpers import serve_process
 from PIL import Image
 
 from qwen3vl_eval.backends import make_backend
@@ -34,21 +32,6 @@ KEY = "sk-test-5f1c0ffee"
 GREEDY = GenerationParams(max_new_tokens=10, temperature=0.0)
 
 
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("serve_media")
-    Image.new("RGB", (120, 90), (20, 200, 30)).save(d / "green.png")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (70, 150, 3), dtype=np.uint8)).save(d / "noise.jpg", quality=90)
-    write_video(d / "clip.mp4")
-    return d
-
-
-@pytest.fixture(scope="module")
-def native(tiny_ckpt: Path) -> Engine:
-    return Engine(tiny_ckpt, device="cpu", dtype="float32")
 
 
 def free_socket() -> socket.socket:
@@ -91,13 +74,6 @@ def server(tiny_ckpt: Path, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
 def backend(server: ServerThread, **kw) -> OpenAIBackend:
     kw.setdefault("api_key_env", KEY_ENV)
     kw.setdefault("timeout", 60)
@@ -118,7 +94,7 @@ def same(a, b) -> None:
         [(r.text, r.token_ids, r.finish_reason, r.prompt_tokens) for r in b]
 
 
-def test_text_and_images_match_native(server: ServerThread, native: Engine, media: Path) -> None:
+def test_text_and_images_match_native(server: ServerThread, engine: Engine, media: Path) -> None:
     convs = [
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there."}],
         user({"type": "image", "image": str(media / "green.png")}, text("What colour?")),
@@ -130,35 +106,35 @@ def test_text_and_images_match_native(server: ServerThread, native: Engine, medi
         assert all(r.token_ids for r in replies)
         assert be.timings.generated_tokens == sum(len(r.token_ids) for r in replies)
         assert len(be.requests) == 3 and all(r.attempts == 1 and r.completion_tokens for r in be.requests)
-    same(replies, native.chat(convs, GREEDY))
+    same(replies, engine.chat(convs, GREEDY))
 
 
 @pytest.mark.parametrize("scheme", ["data", "file"])
-def test_video_url_matches_native(server: ServerThread, native: Engine, media: Path, scheme: str) -> None:
+def test_video_url_matches_native(server: ServerThread, engine: Engine, media: Path, scheme: str) -> None:
     convs = [user({"type": "video", "video": str(media / "clip.mp4")}, text("What happens?")),
              user({"type": "video", "video": str(media / "clip.mp4"), "fps": 1.0}, text("Now?"))]
     with backend(server, video_mode="url", video_url_scheme=scheme) as be:
         replies = be.chat(convs, GREEDY)
-    same(replies, native.chat(convs, GREEDY))
+    same(replies, engine.chat(convs, GREEDY))
 
 
-def test_video_frames_are_native_timestamps_and_exact_as_images(server: ServerThread, native: Engine,
+def test_video_frames_are_native_timestamps_and_exact_as_images(server: ServerThread, engine: Engine,
                                                                 media: Path, tiny_ckpt: Path) -> None:
     conv = user({"type": "video", "video": str(media / "clip.mp4")}, text("What happens?"))
     messages = to_openai_messages(conv, video_mode="frames",
-                                  video_settings=native.processor.video_settings)
+                                  video_settings=engine.processor.video_settings)
     parts = messages[0]["content"]
     stamps = [p["text"] for p in parts if p["type"] == "text"][:-1]
-    batch = native.processor([conv])
+    batch = engine.processor([conv])
     assert stamps == [f"<{t:.1f} seconds>" for t in batch.video_timestamps[0]]
     n_frames = len(batch.video_frame_indices[0])
     assert sum(p["type"] == "image_url" for p in parts) == n_frames
     with backend(server, video_mode="frames", processor=tiny_ckpt) as be:
         replies = be.chat([conv], GREEDY)
-    same(replies, native.chat([parse_messages({"messages": messages})], GREEDY))
+    same(replies, engine.chat([parse_messages({"messages": messages})], GREEDY))
 
 
-def test_micro_batching_keeps_greedy_replies(server: ServerThread, native: Engine, media: Path) -> None:
+def test_micro_batching_keeps_greedy_replies(server: ServerThread, engine: Engine, media: Path) -> None:
     convs = [user(text(f"Count to {i}.")) for i in range(3)] + \
         [user({"type": "image", "image": str(media / "noise.jpg")}, text("Describe."))]
     before = list(server.app.state.worker.batches)
@@ -166,7 +142,7 @@ def test_micro_batching_keeps_greedy_replies(server: ServerThread, native: Engin
         replies = be.chat(convs, GREEDY)
     batches = server.app.state.worker.batches[len(before):]
     assert sum(batches) == 4 and max(batches) > 1  # the 100 ms window collects concurrent requests
-    same(replies, [native.chat([c], GREEDY)[0] for c in convs])
+    same(replies, [engine.chat([c], GREEDY)[0] for c in convs])
 
 
 def test_auth_and_models(server: ServerThread) -> None:
@@ -220,14 +196,14 @@ def test_bad_media_through_backend_is_input_error(server: ServerThread, media: P
         be.chat([user({"type": "video", "video": str(media / "broken.mp4")}, text("?"))], GREEDY)
 
 
-def test_serve_command(tiny_ckpt: Path, native: Engine) -> None:
+def test_serve_command(tiny_ckpt: Path, engine: Engine) -> None:
     """The real command in a subprocess: loopback, random port, key from the environment; stopped at the end."""
     with serve_process(str(tiny_ckpt), "--api-key-env", KEY_ENV, "--device", "cpu", "--dtype", "float32",
                        "--served-model-name", "tiny", "--log-level", "warning", env={KEY_ENV: KEY}) as url:
         conv = user(text("Hello there."))
         assert httpx.post(url + "/v1/chat/completions", json={"messages": conv}).status_code == 401
         be = make_backend("openai", base_url=url, api_key_env=KEY_ENV, model="tiny", device="auto")
-        same(be.chat([conv], GREEDY), native.chat([conv], GREEDY))
+        same(be.chat([conv], GREEDY), engine.chat([conv], GREEDY))
 
 
 def test_serve_command_errors(tiny_ckpt: Path) -> None:

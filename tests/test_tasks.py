@@ -3,9 +3,8 @@
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import DATA, FIXTURES, REAL, SYNTH, cli
 
-from qwen3vl_eval.cli import app
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.data import load_samples
 from qwen3vl_eval.eval.media import image_source
@@ -14,19 +13,6 @@ from qwen3vl_eval.eval.parsers import PARSERS
 from qwen3vl_eval.eval.prompts import PROMPTS
 from qwen3vl_eval.eval.task import _read_yaml, load_registry, parse_task, resolve_tasks, suites
 from qwen3vl_eval.processor.image import image_size
-
-DATA = Path(__file__).parent / "data"
-# --data of each real task's fixture (folder layouts as downloaded from the Hub, a bare parquet, a JSONL)
-FIXTURES = {
-    "docvqa_val": DATA / "docvqa", "chartqa_test": DATA / "chartqa",
-    "textvqa_val": DATA / "textvqa" / "validation.parquet", "mmmu_val": DATA / "mmmu",
-    "videomme": DATA / "videomme", "charades_sta": DATA / "charades_sta", "refcoco_val": DATA / "refcoco",
-    "refcoco_testA": DATA / "refcoco", "refcoco_testB": DATA / "refcoco", "mmlu": DATA / "mmlu",
-    "gsm8k": DATA / "gsm8k" / "test.jsonl",
-}
-REAL = ["docvqa_val", "chartqa_test", "textvqa_val", "mmmu_val", "videomme", "charades_sta", "refcoco_val",
-        "refcoco_testA", "refcoco_testB", "mmlu", "gsm8k"]
-SYNTH = ["synth_imageqa", "synth_videoqa", "synth_temporal_grounding", "synth_grounding", "synth_text"]
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +152,7 @@ def test_hub_cache_snapshot_is_found(registry, tmp_path, monkeypatch):
 
 def test_tasks_command(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    r = CliRunner().invoke(app, ["tasks"])
+    r = cli("tasks")
     assert r.exit_code == 0, r.output
     for name in ["docvqa_val", "refcoco_testB", "synth_text", "gsm8k", "lmms-eval/Video-MME", "r1@0.5"]:
         assert name in r.output

@@ -7,17 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import copy_tree
 from safetensors.torch import load_file, save_file
 
 from qwen3vl_eval.checkpoints.hub import resolve_model
 from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS, build_tiny_checkpoint
 from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.model.weights import build_model, load_model
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
 
 
 def test_loads_every_key_cast_to_dtype(tiny_ckpt):
@@ -48,7 +44,7 @@ def test_tied_embeddings(tmp_path, tiny_variant_ckpt):
     logits = model(ids, pos)
     assert logits.shape == (1, 3, h.shape[0])
     # a tied checkpoint that stores lm_head.weight anyway loads (the stored head is ignored)
-    ckpt = _copy(tiny_variant_ckpt, tmp_path / "with_head")
+    ckpt = copy_tree(tiny_variant_ckpt, tmp_path / "with_head")
     sd = load_file(ckpt / "model.safetensors")
     sd["lm_head.weight"] = torch.zeros_like(h)
     save_file(sd, ckpt / "model.safetensors")
@@ -56,7 +52,7 @@ def test_tied_embeddings(tmp_path, tiny_variant_ckpt):
 
 
 def test_misshaped_key_names_key_and_shapes(tmp_path, tiny_ckpt):
-    ckpt = _copy(tiny_ckpt, tmp_path / "bad")
+    ckpt = copy_tree(tiny_ckpt, tmp_path / "bad")
     sd = load_file(ckpt / "model.safetensors")
     key = "model.language_model.layers.1.self_attn.k_proj.weight"
     sd[key] = sd[key].T.contiguous()  # (32, 64) -> (64, 32)
@@ -68,7 +64,7 @@ def test_misshaped_key_names_key_and_shapes(tmp_path, tiny_ckpt):
 
 
 def test_missing_and_unexpected_keys(tmp_path, tiny_ckpt):
-    ckpt = _copy(tiny_ckpt, tmp_path / "bad")
+    ckpt = copy_tree(tiny_ckpt, tmp_path / "bad")
     sd = load_file(ckpt / "model.safetensors")
     del sd["lm_head.weight"]
     sd["model.extra.weight"] = torch.zeros(2)
@@ -78,7 +74,7 @@ def test_missing_and_unexpected_keys(tmp_path, tiny_ckpt):
 
 
 def test_bin_only_checkpoint_is_refused(tmp_path, tiny_ckpt):
-    ckpt = _copy(tiny_ckpt, tmp_path / "bin")
+    ckpt = copy_tree(tiny_ckpt, tmp_path / "bin")
     (ckpt / "model.safetensors").unlink()
     (ckpt / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"only PyTorch \.bin weights"):

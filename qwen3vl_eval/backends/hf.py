@@ -24,7 +24,7 @@ from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.backends.native import model_info
 from qwen3vl_eval.checkpoints.hub import resolve_model
 from qwen3vl_eval.errors import InputError, ProcessorError
-from qwen3vl_eval.model.generate import GenerationOutput
+from qwen3vl_eval.model.generate import finish_row
 from qwen3vl_eval.model.sampling import GenerationParams, find_stop
 from qwen3vl_eval.processor.chat import split_reasoning
 from qwen3vl_eval.processor.image import ImageSettings, decode_image
@@ -276,23 +276,6 @@ def with_mm_token_types(inputs: dict[str, torch.Tensor], image_token_id: int, vi
     if "attention_mask" in inputs:
         mm = mm * (inputs["attention_mask"] != 0).long()
     return {**inputs, "mm_token_type_ids": mm}
-
-
-def finish_row(ids: list[int], params: GenerationParams, decode) -> GenerationOutput:
-    """A generated row as the native engine reports it: cut after the first eos (text without it), or at the
-    fewest tokens that reach a stop string (text before it); rows padded after finishing lose the padding."""
-    eos = set() if params.ignore_eos else set(params.eos_token_ids)
-    end = next((j for j, t in enumerate(ids) if t in eos), None)
-    body = ids if end is None else ids[:end]
-    if params.stop:
-        text = decode(body)
-        cut = find_stop(text, params.stop)
-        if cut >= 0:
-            j = next(j for j in range(1, len(body) + 1) if find_stop(decode(body[:j]), params.stop) >= 0)
-            return GenerationOutput(body[:j], "stop", text[:cut])
-    if end is not None:
-        return GenerationOutput(ids[: end + 1], "stop", decode(body))
-    return GenerationOutput(ids, "length", decode(ids))
 
 
 def _size(settings: ImageSettings | VideoSettings) -> dict[str, int]:

@@ -10,7 +10,7 @@ benchmarks' HF schemas, with known answers. Generated deterministically into a c
 | synth_grounding | RefCOCO | box of a coloured rectangle, two expressions each (Acc@0.5, mIoU) |
 | synth_text | MMLU | one-digit arithmetic, A-D (accuracy) |
 
-`oracle_prediction` writes, for any task, a reply that its parser and scorer take as exactly right.
+The tests' `helpers.oracle_prediction` writes, for any task, a reply that its parser and scorer take as exactly right.
 """
 
 from __future__ import annotations
@@ -249,26 +249,3 @@ def ensure(name: str) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return data
-
-
-# ---------------------------------------------------------------- oracle replies
-
-def oracle_prediction(scorer: str, target: Any) -> str:
-    """A model reply that the task's parser and scorer take as exactly right."""
-    if scorer in ("anls", "vqa_accuracy", "relaxed_accuracy"):
-        return str(target[0] if isinstance(target, list) else target)
-    if scorer == "accuracy":
-        return str(target)
-    if scorer == "mmmu":
-        return str(target["answer"]) if target["choices"] else f"The answer is {target['answer']}"
-    if scorer == "temporal_iou":
-        return f"The event happens in {target[0]} - {target[1]} seconds."
-    if scorer == "box_iou":
-        x1, y1, x2, y2 = target["bbox"]
-        w, h = target["width"], target["height"]
-        rel = [x1 * 1000 / w, y1 * 1000 / h, x2 * 1000 / w, y2 * 1000 / h]
-        rel = [int(v) if float(v).is_integer() else round(v, 6) for v in rel]  # exact on the 0-1000 scale
-        return "```json\n" + json.dumps([{"bbox_2d": rel, "label": "object"}]) + "\n```"
-    if scorer == "gsm8k":
-        return f"Adding it up gives {target}.\n#### {target}"
-    raise ValueError(f"no oracle for scorer {scorer}")

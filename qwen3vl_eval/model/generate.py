@@ -134,7 +134,7 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
             for i, ids in enumerate(host):
                 if results[rows[i]] is not None:  # finished earlier, kept in the batch until compaction
                     continue
-                out = _finish_row(ids, params, decode, last)
+                out = finish_row(ids, params, decode, last)
                 if on_tokens is not None:
                     shown = out.token_ids if out else ids
                     on_tokens(rows[i], shown[streamed[rows[i]]:])
@@ -176,22 +176,24 @@ def _compact(cache: list[KVCache], idx: Tensor, config) -> list[KVCache]:
     return new
 
 
-def _finish_row(ids: list[int], params: GenerationParams, decode, last: bool) -> GenerationOutput | None:
-    """The row's output if it has finished (eos, stop string, or the last step), else None."""
+def finish_row(ids: list[int], params: GenerationParams, decode, last: bool = True) -> GenerationOutput | None:
+    """A generated row's output once it has finished, else None (only when not `last`).
+
+    Cut at the fewest tokens that reach a stop string before the first eos (text before the stop string), else
+    after the first eos (text without it), else, on the `last` step, the whole row ("length"). One rule for
+    rows checked as they grow (`generate`, every few steps) and rows generated whole (`backends.hf`): padding
+    after a finished row is dropped."""
     eos = set() if params.ignore_eos else set(params.eos_token_ids)
-    for j, t in enumerate(ids):
-        if t in eos:
-            ids = ids[: j + 1]
-            text = decode(ids[:-1]) if decode else None
-            return GenerationOutput(ids, "stop", text)
+    end = next((j for j, t in enumerate(ids) if t in eos), None)
+    body = ids if end is None else ids[:end]
     if params.stop:
-        text = decode(ids)
+        text = decode(body)
         cut = find_stop(text, params.stop)
         if cut >= 0:
-            # keep the fewest tokens whose text reaches the stop string; the text ends before it
-            for j in range(1, len(ids) + 1):
-                if find_stop(decode(ids[:j]), params.stop) >= 0:
-                    return GenerationOutput(ids[:j], "stop", text[:cut])
+            j = next(j for j in range(1, len(body) + 1) if find_stop(decode(body[:j]), params.stop) >= 0)
+            return GenerationOutput(body[:j], "stop", text[:cut])
+    if end is not None:
+        return GenerationOutput(ids[: end + 1], "stop", decode(body) if decode else None)
     if last:
         return GenerationOutput(ids, "length", decode(ids) if decode else None)
     return None
