@@ -201,8 +201,7 @@ def test_sample_timeout_option_on_the_real_engine(tmp_path):
 
 MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys
-    from collections.abc import Callable
-from pathlib import Path
+    from pathlib import Path
     import av, numpy as np
     from qwen3vl_eval.processor import Processor
 

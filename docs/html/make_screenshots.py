@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from _browser import screenshot  # noqa: E402
+from helpers import oracle_prediction  # noqa: E402
 
 from qwen3vl_eval.eval.data import load_samples  # noqa: E402
-from qwen3vl_eval.eval.synth import oracle_prediction  # noqa: E402
 from qwen3vl_eval.eval.task import load_registry  # noqa: E402
 from qwen3vl_eval.report.html import write_index  # noqa: E402
 
