@@ -301,3 +301,24 @@ def test_compare_page_deltas_and_flips(tmp_path):
     assert [p.text for p in first] == [right[ids[0]], HOSTILE[0]]
     assert flips[0].find("img") and "What" in flips[0].text
     assert not root.find("img", src="x")
+
+
+def test_headline_and_flexible_metrics_with_the_reference_named(tmp_path):
+    score("synth_imageqa", oracle("synth_imageqa"), tmp_path / "f")
+    path = tmp_path / "f" / "results.json"
+    results = json.loads(path.read_text())
+    results["metrics"] |= {"anls_flexible": 91.25, "parse_failure_rate_flexible": 0.0}
+    results["reference"] = "lmms-eval 0.7.3 tasks/docvqa <anls>"
+    path.write_text(json.dumps(results))
+    log = tmp_path / "f" / "samples.jsonl"
+    log.write_text("".join(json.dumps(dict(json.loads(line), extracted_flexible="<i>flex</i>")) + "\n"
+                           for line in log.read_text().splitlines()))
+    write_task_page(tmp_path / "f")
+    root = page(tmp_path / "f" / "report.html")
+    table = root.find("table", "metrics")[0]
+    assert [th.text for th in table.find("th")] == ["metric", "headline", "flexible"]
+    assert [[td.text for td in tr.find("td")] for tr in table.find("tbody")[0].find("tr")] == [
+        ["anls (primary)", "100.00", "91.25"]]
+    assert "lmms-eval 0.7.3 tasks/docvqa <anls>" in root.find("p", "ref")[0].text
+    cells = root.find("table", "samples")[0].find("tbody")[0].find("tr")[0].find("td")
+    assert "flexible" in cells[4].text and "<i>flex</i>" in cells[4].text and not cells[4].find("i")

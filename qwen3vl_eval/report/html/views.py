@@ -91,6 +91,8 @@ class Row:
     error: str | None
     media: SampleMedia
     reasoning: str | None = None
+    extracted_flexible: Any = None
+    has_flexible: bool = False
     meta: dict = field(default_factory=dict)
     boxes: Boxes | None = None
     timeline: Timeline | None = None
@@ -132,6 +134,7 @@ def build_row(store: MediaStore, rec: dict, sample: Any, spec: Any, metric: str)
     row = Row(id=str(rec.get("id")), status=status(rec, metric), prompt=prompt_text(sample, spec),
               prediction=rec.get("prediction"), extracted=rec.get("extracted"), target=target,
               scores=list(scores.items()), error=rec.get("error"), media=media, reasoning=rec.get("reasoning"),
+              extracted_flexible=rec.get("extracted_flexible"), has_flexible="extracted_flexible" in rec,
               meta=rec.get("meta") if isinstance(rec.get("meta"), dict) else {})
     box = _numbers(target.get("bbox"), 4) if isinstance(target, dict) else None
     if box and media.images:
