@@ -322,3 +322,23 @@ def test_headline_and_flexible_metrics_with_the_reference_named(tmp_path):
     assert "lmms-eval 0.7.3 tasks/docvqa <anls>" in root.find("p", "ref")[0].text
     cells = root.find("table", "samples")[0].find("tbody")[0].find("tr")[0].find("td")
     assert "flexible" in cells[4].text and "<i>flex</i>" in cells[4].text and not cells[4].find("i")
+
+
+def test_compare_page_shows_both_boxes_of_a_changed_grounding_sample(tmp_path):
+    task = "synth_grounding"
+    right = oracle(task)
+    cand = dict(right, **{"synth1/0": '{"bbox_2d": [100, 100, 600, 900]}'})
+    score(task, right, tmp_path / "base" / task)
+    score(task, cand, tmp_path / "cand" / task)
+    r = CliRunner().invoke(app, ["compare", str(tmp_path / "base"), str(tmp_path / "cand"), "--resamples", "200",
+                                 "--no-charts", "-o", str(tmp_path / "cmp")])
+    assert r.exit_code == 0, r.output
+    root = page(tmp_path / "cmp" / "compare.html")
+    check_self_contained(root, tmp_path / "cmp")
+    row = next(tr for tr in root.find("table", "deltas")[0].find("tr") if "acc@0.5" in tr.text)
+    assert "-12.50" in row.text and re.search(r"\[-\d+\.\d+, [-+]\d+\.\d+\] n=8", row.text)  # per-sample IoU >= 0.5
+    flip = root.find("div", "flip")[0]
+    assert flip.attrs["id"] == "flip-synth1/0"
+    base_panel, cand_panel = [d for d in flip.find("div", "pair")[0].children if d.tag == "div"]
+    assert attrs(base_panel.find("rect", "box-pred")[0], "x", "y", "width", "height") == [100, 20, 80, 60]
+    assert attrs(cand_panel.find("rect", "box-pred")[0], "x", "y", "width", "height") == [20, 10, 100, 80]

@@ -32,13 +32,20 @@ class TaskResult:
     samples: dict[str, dict] | None = None
 
     def scores(self, metric: str) -> dict[str, float]:
-        """Per-sample scores for `metric` by id (a top-level field named after the metric, or an entry of the
-        record's `scores` object); a failed sample without a score counts as 0."""
+        """Per-sample scores for `metric` by id (a top-level field named after the metric, an entry of the
+        record's `scores` object, or, for a metric defined on another score such as acc@0.5 on `iou`, the
+        metric's per-sample value); a failed sample without a score counts as 0."""
+        from qwen3vl_eval.eval.metrics import METRICS
+
+        defined = METRICS.get(metric)
         out: dict[str, float] = {}
         for sid, rec in (self.samples or {}).items():
             v = rec.get(metric)
-            if v is None and isinstance(rec.get("scores"), dict):
-                v = rec["scores"].get(metric)
+            scores = rec.get("scores") if isinstance(rec.get("scores"), dict) else None
+            if v is None and scores is not None:
+                v = scores.get(metric)
+                if v is None and defined is not None and defined.key in scores:
+                    v = defined.sample_value(scores)
             if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
                 out[sid] = float(v)
             elif v is None and rec.get("error"):
