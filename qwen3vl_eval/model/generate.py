@@ -25,6 +25,11 @@ from qwen3vl_eval.model.sampling import GenerationParams, find_stop, make_genera
 from qwen3vl_eval.runtime.timing import Timings
 
 
+# Prompt tokens per prefill pass through the decoder: longer prompts are prefilled in chunks, so memory grows
+# with chunk x prompt length (the last chunk's mask), not with the square of the prompt length.
+PREFILL_CHUNK = 2048
+
+
 @dataclass
 class GenerationOutput:
     token_ids: list[int]
@@ -40,9 +45,9 @@ def _sync(device: torch.device) -> None:
 @torch.inference_mode()
 def prefill(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor, cache: list, *, pixel_values=None,
             image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
-            visual=None) -> tuple[Tensor, Tensor]:
-    """Run the prompt through the model, filling cache slots 0..L-1. Returns the last position's logits [B, V]
-    and rope_deltas [B, 1]."""
+            visual=None, chunk: int | None = PREFILL_CHUNK) -> tuple[Tensor, Tensor]:
+    """Run the prompt through the model, filling cache slots 0..L-1, `chunk` tokens at a time through the
+    decoder (None: all at once). Returns the last position's logits [B, V] and rope_deltas [B, 1]."""
     position_ids, rope_deltas = rope_index(input_ids, image_grid_thw, video_grid_thw, attention_mask, model.config)
     L = input_ids.shape[1]
     input_pos = torch.arange(L, device=input_ids.device)
@@ -51,16 +56,19 @@ def prefill(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor, cache: li
     if visual is not None:
         kwargs["visual"] = visual
     logits = model(input_ids, position_ids, attention_mask=attention_mask, cache=cache, input_pos=input_pos,
-                   last_only=True, **kwargs)
+                   last_only=True, first=0, chunk=chunk, **kwargs)
     return logits[:, -1], rope_deltas
 
 
 def decode_step(model: Qwen3VL, tokens: Tensor, input_pos: Tensor, rope_deltas: Tensor, attention_mask: Tensor,
                 cache: list) -> Tensor:
-    """One token per row [B] at cache slot input_pos [1]; returns next-token logits [B, V]."""
+    """One token per row [B] at cache slot input_pos [1]; returns next-token logits [B, V]. On the CPU the slot
+    is read on the host (free there), so attention reads only the written slots; elsewhere it stays on the
+    device (no sync, capturable) and attention reads all slots behind the mask."""
     position_ids = decode_position_ids(input_pos, rope_deltas)  # [3, B, 1]
+    first = int(input_pos[0]) if input_pos.device.type == "cpu" else None
     return model(tokens[:, None], position_ids, attention_mask=attention_mask, cache=cache, input_pos=input_pos,
-                 last_only=True)[:, -1]
+                 last_only=True, first=first)[:, -1]
 
 
 @torch.inference_mode()

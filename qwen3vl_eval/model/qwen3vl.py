@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.model.config import Qwen3VLConfig
-from qwen3vl_eval.model.kv_cache import KVCache, attention_mask_4d
+from qwen3vl_eval.model.kv_cache import KVCache
 from qwen3vl_eval.model.text import TextDecoder
 from qwen3vl_eval.model.vision import VisionTower
 
@@ -35,13 +35,16 @@ class Qwen3VL(nn.Module):
                 pixel_values: Tensor | None = None, image_grid_thw: Tensor | None = None,
                 pixel_values_videos: Tensor | None = None, video_grid_thw: Tensor | None = None,
                 visual: dict[int, tuple[Tensor, list[Tensor]]] | None = None, last_only: bool = False,
+                first: int | None = None, chunk: int | None = None,
                 capture: dict[str, Tensor] | None = None) -> Tensor:
         """Logits [B, S, V] (or [B, 1, V] for the last position with `last_only`).
 
         input_ids [B, S]; position_ids [3, B, S] MRoPE ids (`rope_index` for a prompt, `decode_position_ids`
         after it); attention_mask [B, T] 1 = real token over key slots 0..T-1 (slots >= T count as real; None =
         no padding). With `cache` (one KVCache per layer), the tokens are written at slots input_pos [S] and
-        attend over the whole cache; without, they attend to each other causally. Images/videos: the
+        attend over the cache; without, they attend to each other causally. `first` (host int) = input_pos[0]
+        when the caller knows it: attention then reads only the written slots, with no dense mask, and a
+        prompt longer than `chunk` is prefilled `chunk` tokens at a time (`TextDecoder.forward`). Images/videos: the
         processor's patches and grids; their placeholder tokens in input_ids are replaced by visual tokens.
         `visual` maps a placeholder token id to precomputed (tokens, deepstack) from `self.model.visual` (e.g.
         cached by content), used instead of running the tower on that modality's pixels.
@@ -58,14 +61,8 @@ class Qwen3VL(nn.Module):
                 capture)
         if capture is not None:
             capture["text.embed"] = h
-        S = input_ids.shape[1]
-        if cache is None:
-            query_pos, kv_len = torch.arange(S, device=input_ids.device), S
-        else:
-            query_pos, kv_len = input_pos, cache[0].max_seq_len
-        mask = attention_mask_4d(attention_mask, query_pos, kv_len)  # [B|1, 1, S, S_k]
-        h = lm(h, position_ids, mask, cache=cache, input_pos=input_pos, visual_index=visual_index,
-               deepstack=deepstack, capture=capture)  # [B, S, Hd]
+        h = lm(h, position_ids, attention_mask, cache=cache, input_pos=input_pos, first=first, chunk=chunk,
+               visual_index=visual_index, deepstack=deepstack, capture=capture)  # [B, S, Hd]
         if last_only:
             h = h[:, -1:]  # [B, 1, Hd]; with left padding the last slot is a real token
         head = lm.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight

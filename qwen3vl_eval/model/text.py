@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qwen3vl_eval.model.attention import AttentionPlan, attend, dense_plan, plan_attention
 from qwen3vl_eval.model.config import TextConfig
 from qwen3vl_eval.model.kv_cache import KVCache
 from qwen3vl_eval.model.moe import SparseMoeBlock
@@ -33,16 +34,47 @@ class TextDecoder(nn.Module):
         self.register_buffer("freqs", inv_freq(config.head_dim, config.rope_theta), persistent=False)  # [F]
         self.register_buffer("axis", mrope_axis(config.head_dim // 2, config.mrope_section), persistent=False)
 
-    def forward(self, h: Tensor, position_ids: Tensor, mask: Tensor, *, cache: list[KVCache] | None = None,
-                input_pos: Tensor | None = None, visual_index: Tensor | None = None,
-                deepstack: list[Tensor] | None = None, capture: dict[str, Tensor] | None = None) -> Tensor:
-        """h [B, S, Hd] input embeddings, position_ids [3, B, S], mask [B|1, 1, S, S_k] bool ->
-        final-norm hidden states [B, S, Hd]. After layer i < len(deepstack), deepstack[i] [V, Hd] is added at
-        the flat positions visual_index [V] of h viewed as [B*S, Hd]."""
+    def forward(self, h: Tensor, position_ids: Tensor, attention_mask: Tensor | None = None, *,
+                cache: list[KVCache] | None = None, input_pos: Tensor | None = None, first: int | None = None,
+                chunk: int | None = None, visual_index: Tensor | None = None, deepstack: list[Tensor] | None = None,
+                capture: dict[str, Tensor] | None = None) -> Tensor:
+        """h [B, S, Hd] input embeddings, position_ids [3, B, S], attention_mask [B, T] (1 = real; None = no
+        padding) -> final-norm hidden states [B, S, Hd]. With `cache`, the tokens are written at slots
+        input_pos [S]; `first`, when the caller knows it on the host, is input_pos[0] (input_pos then counts up
+        by one): attention runs without a dense mask (`attention.plan_attention`) and, with `chunk`, a prompt
+        longer than `chunk` runs through the layers `chunk` tokens at a time (bounded memory). Without `first`
+        the queries attend over every cache slot behind the reference mask. After layer i < len(deepstack),
+        deepstack[i] [V, Hd] is added at the flat positions visual_index [V] of h viewed as [B*S, Hd]."""
+        S = h.shape[1]
+        if cache is None:
+            first, input_pos = 0, None  # queries 0..S-1 over themselves
+        if first is None or not chunk or S <= chunk or cache is None:
+            return self._run(h, position_ids, attention_mask, cache, input_pos, first, visual_index, deepstack,
+                             capture)
+        outs, parts = [], {}
+        for s0 in range(0, S, chunk):
+            s1 = min(S, s0 + chunk)
+            index, levels = _chunk_visual(visual_index, deepstack, S, s0, s1)
+            cap = {} if capture is not None else None
+            outs.append(self._run(h[:, s0:s1], position_ids[:, :, s0:s1], attention_mask, cache, input_pos[s0:s1],
+                                  first + s0, index, levels, cap))
+            for k, v in (cap or {}).items():
+                parts.setdefault(k, []).append(v)
+        if capture is not None:
+            capture.update({k: torch.cat(v, dim=1) for k, v in parts.items()})
+        return torch.cat(outs, dim=1)
+
+    def _run(self, h: Tensor, position_ids: Tensor, attention_mask: Tensor | None, cache: list[KVCache] | None,
+             input_pos: Tensor | None, first: int | None, visual_index: Tensor | None,
+             deepstack: list[Tensor] | None, capture: dict[str, Tensor] | None) -> Tensor:
         B, S, Hd = h.shape
+        if first is None:  # slots on the device only (a CUDA graph): the reference dense mask over the cache
+            plan = dense_plan(attention_mask, input_pos, cache[0].max_seq_len)
+        else:
+            plan = plan_attention(attention_mask, S, first, h.device)
         cos, sin = mrope_cos_sin(position_ids, self.freqs, self.axis, h.dtype)  # [B, S, D]
         for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, mask, None if cache is None else cache[i], input_pos)
+            h = layer(h, cos, sin, plan, None if cache is None else cache[i], input_pos)
             if deepstack is not None and i < len(deepstack):
                 h = h.view(B * S, Hd).index_add(0, visual_index, deepstack[i].to(h.dtype)).view(B, S, Hd)
             if capture is not None:
@@ -51,6 +83,17 @@ class TextDecoder(nn.Module):
         if capture is not None:
             capture["text.norm"] = h
         return h
+
+
+def _chunk_visual(visual_index: Tensor | None, deepstack: list[Tensor] | None, S: int, s0: int,
+                  s1: int) -> tuple[Tensor | None, list[Tensor] | None]:
+    """The DeepStack rows that fall in positions s0..s1-1, re-indexed into the chunk viewed as [B*(s1-s0)]."""
+    if visual_index is None or deepstack is None:
+        return visual_index, deepstack
+    b, s = visual_index // S, visual_index % S
+    keep = ((s >= s0) & (s < s1)).nonzero().squeeze(1)  # [V_chunk]
+    index = b[keep] * (s1 - s0) + s[keep] - s0
+    return index, [d[keep] for d in deepstack]
 
 
 class DecoderLayer(nn.Module):
@@ -62,9 +105,9 @@ class DecoderLayer(nn.Module):
         self.self_attn = Attention(config)
         self.mlp = SparseMoeBlock(config) if config.is_moe_layer(index) else MLP(config)
 
-    def forward(self, h: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None,
+    def forward(self, h: Tensor, cos: Tensor, sin: Tensor, plan: AttentionPlan, cache: KVCache | None,
                 input_pos: Tensor | None) -> Tensor:
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask, cache, input_pos)
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin, plan, cache, input_pos)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -81,20 +124,34 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, Hd, bias=bias)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)  # per head, before RoPE
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.qkv: Fused | None = None  # set by `fuse`: one GEMM for q, k, v
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None,
+    def fuse(self) -> None:
+        """Store q/k/v in one weight; the three projections' parameters become views of it."""
+        self.qkv = Fused.of([self.q_proj, self.k_proj, self.v_proj])
+
+    def _apply(self, fn, recurse=True):  # .to() etc. move each view on its own: fuse the moved weights again
+        super()._apply(fn, recurse)
+        if self.qkv is not None:
+            self.fuse()
+        return self
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, plan: AttentionPlan, cache: KVCache | None,
                 input_pos: Tensor | None) -> Tensor:
         B, S, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(B, S, self.n_heads, self.head_dim)).transpose(1, 2)  # [B, H, S, D]
-        k = self.k_norm(self.k_proj(x).view(B, S, self.n_kv_heads, self.head_dim)).transpose(1, 2)  # [B, H_kv, S, D]
-        v = self.v_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, H_kv, S, D]
+        H, H_kv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        if self.qkv is not None:
+            q, k, v = self.qkv(x).split([H * D, H_kv * D, H_kv * D], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = self.q_norm(q.view(B, S, H, D)).transpose(1, 2)  # [B, H, S, D]
+        k = self.k_norm(k.view(B, S, H_kv, D)).transpose(1, 2)  # [B, H_kv, S, D]
+        v = v.view(B, S, H_kv, D).transpose(1, 2)  # [B, H_kv, S, D]
         cos, sin = cos[:, None], sin[:, None]  # [B, 1, S, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(input_pos, k, v)  # [B, H_kv, S_max, D]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.head_dim**-0.5,
-                                             enable_gqa=self.n_heads != self.n_kv_heads)  # [B, H, S, D]
-        return self.o_proj(out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim))
+        cached = cache.update(input_pos, k, v) if cache is not None else None  # [B, H_kv, S_max, D] each
+        out = attend(q, k, v, cached, plan, scale=D**-0.5)  # [B, H, S, D]
+        return self.o_proj(out.transpose(1, 2).reshape(B, S, H * D))
 
 
 class MLP(nn.Module):
@@ -105,9 +162,58 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_up: Fused | None = None  # set by `fuse`: one GEMM for gate and up
+
+    def fuse(self) -> None:
+        """Store gate/up in one weight; both projections' parameters become views of it."""
+        self.gate_up = Fused.of([self.gate_proj, self.up_proj])
+
+    def _apply(self, fn, recurse=True):  # as Attention._apply
+        super()._apply(fn, recurse)
+        if self.gate_up is not None:
+            self.fuse()
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up is None:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class Fused:
+    """Several nn.Linear of one input as one weight (and bias): concatenated along the output dim, the
+    modules' parameters replaced by views of it, so the checkpoint names (state_dict, loading, `--dump`) and
+    the values stay those of the separate projections. Not a module: its tensors are the modules' storage."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        self.weight, self.bias = weight, bias
+
+    @classmethod
+    def of(cls, linears: list[nn.Linear]) -> Fused:
+        weight = torch.cat([m.weight.detach() for m in linears])  # [sum out, in]
+        has_bias = linears[0].bias is not None
+        bias = torch.cat([m.bias.detach() for m in linears]) if has_bias else None
+        start = 0
+        for m in linears:
+            n = m.weight.shape[0]
+            m.weight = nn.Parameter(weight[start:start + n], requires_grad=False)
+            if has_bias:
+                m.bias = nn.Parameter(bias[start:start + n], requires_grad=False)
+            start += n
+        return cls(weight, bias)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+def fuse_projections(decoder: TextDecoder) -> None:
+    """Fuse q/k/v and (dense layers) gate/up of every decoder layer, in place; idempotent."""
+    for layer in decoder.layers:
+        if layer.self_attn.qkv is None:
+            layer.self_attn.fuse()
+        if isinstance(layer.mlp, MLP) and layer.mlp.gate_up is None:
+            layer.mlp.fuse()
 
 
 class RMSNorm(nn.Module):

@@ -21,6 +21,7 @@ from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.model.config import Qwen3VLConfig
 from qwen3vl_eval.model.moe import expert_layout_error
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
+from qwen3vl_eval.model.text import fuse_projections
 
 
 def load_model(path: str | Path, *, device: torch.device | str = "cpu",
@@ -143,4 +144,5 @@ def _finish(model: Qwen3VL, state: dict[str, torch.Tensor], device: torch.device
     model.load_state_dict(state, strict=True, assign=True)
     model.to(device)  # moves the (CPU-built) rotary buffers; parameters are already there
     model.requires_grad_(False)
+    fuse_projections(model.model.language_model)  # q/k/v and gate/up as one GEMM each; names unchanged
     return model.eval()
