@@ -59,3 +59,35 @@ def test_rmsnorm_weight_after_cast_back():
     out = norm(x)
     assert out.dtype == torch.float32  # fp32 weight times the bf16-cast normalised input, as the reference
     torch.testing.assert_close(out, torch.tensor([[1.0, -2.0, 3.0, -4.0]]), atol=1e-2, rtol=0)
+
+
+def test_vision_grid_tables_cached_per_grid_and_exact():
+    """Segments, position taps and rotary tables are built once per grid (on the weights' device) and reused;
+    the cached tower output equals a fresh one."""
+    from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS
+    from qwen3vl_eval.model.rope import inv_freq, pos_embed_taps, vision_cos_sin
+    from qwen3vl_eval.model.vision import GRID_TABLES, VisionTower
+
+    cfg = TINY_CONFIGS["default"].vision
+    torch.manual_seed(0)
+    tower = VisionTower(cfg).eval()
+    for p in tower.parameters():
+        p.data.normal_(0, 0.1)
+    grid = torch.tensor([[1, 4, 6], [2, 2, 2]])
+    pixels = torch.randn(int(grid.prod(-1).sum()), cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size**2)
+    with torch.inference_mode():
+        first = tower(pixels, grid)
+        tables = tower.grid_tables(grid)
+        assert tower.grid_tables(grid.clone()) is tables and len(tower._tables) == 1
+        again = tower(pixels, grid)
+        tower._tables.clear()
+        fresh = tower(pixels, grid)
+    torch.testing.assert_close(again[0], first[0], rtol=0, atol=0)
+    torch.testing.assert_close(fresh[0], first[0], rtol=0, atol=0)
+    side = int(cfg.num_position_embeddings**0.5)
+    index, weight = pos_embed_taps(grid, side, cfg.spatial_merge_size)
+    cos, _ = vision_cos_sin(grid, cfg.spatial_merge_size, inv_freq(cfg.head_dim // 2, cfg.rope_theta))
+    assert torch.equal(tables[1], index) and torch.equal(tables[2], weight) and torch.equal(tables[3], cos)
+    for h in range(2, 2 + GRID_TABLES + 2):  # bounded: the oldest grids are dropped
+        tower.grid_tables(torch.tensor([[1, 2, 2 * h]]))
+    assert len(tower._tables) == GRID_TABLES

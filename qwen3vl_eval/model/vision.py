@@ -6,7 +6,8 @@ research/qwen3vl_spec.md section 1. Attribute names are the checkpoint's (`model
 
 Differences from the reference that do not change the maths: the Conv3d patch embedding is one linear map over
 the flattened patch (kernel == stride), and attention runs on segments of equal length batched together
-instead of one segment at a time.
+instead of one segment at a time (no block-diagonal mask); the per-grid tables (segments, position-embedding
+taps, rotary cos/sin) are built on the weights' device once per grid and cached.
 
 Legend: N patches (pixel_values rows), C vision hidden size, H heads, d head dim, P = C_in*T*p*p patch width,
 m spatial merge size, C4 = C*m*m, D_out text hidden size.
@@ -14,6 +15,7 @@ m spatial merge size, C4 = C*m*m, D_out text hidden size.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +26,7 @@ from qwen3vl_eval.model.config import VisionConfig
 from qwen3vl_eval.model.rope import apply_rope, inv_freq, pos_embed_taps, vision_cos_sin
 
 LAYER_NORM_EPS = 1e-6  # hard-coded in the reference, not a config field
+GRID_TABLES = 16  # grids whose segments, position taps and rotary tables stay cached (most recent first)
 
 
 class VisionTower(nn.Module):
@@ -37,21 +40,14 @@ class VisionTower(nn.Module):
         self.deepstack_merger_list = nn.ModuleList(
             PatchMerger(config, postshuffle_norm=True) for _ in config.deepstack_visual_indexes
         )
+        self._tables: OrderedDict[tuple, tuple[Segments, Tensor, Tensor, Tensor, Tensor]] = OrderedDict()
 
     def forward(self, pixel_values: Tensor, grid_thw: Tensor,
                 capture: dict[str, Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
         """pixel_values [N, P], grid_thw [n_items, 3] (T, H, W in patches) -> visual tokens [N/m², D_out] and
         one DeepStack feature [N/m², D_out] per tap. `capture` receives vision.* intermediates."""
         cfg = self.config
-        side = int(cfg.num_position_embeddings**0.5)
-        device = self.pos_embed.weight.device
-        # Host-side bookkeeping from the grids, once per call: segments, pos-embed taps, rotary tables.
-        grid_thw = grid_thw.cpu()
-        segments = Segments.from_grid(grid_thw, device)
-        index, weight = (t.to(device) for t in pos_embed_taps(grid_thw, side, cfg.spatial_merge_size))
-        freqs = inv_freq(cfg.head_dim // 2, cfg.rope_theta)  # [d/4]
-        cos, sin = (t.to(device) for t in vision_cos_sin(grid_thw, cfg.spatial_merge_size, freqs))  # [N, d] fp32
-
+        segments, index, weight, cos, sin = self.grid_tables(grid_thw)
         x = self.patch_embed(pixel_values)  # [N, C]
         if capture is not None:
             capture["vision.patch_embed"] = x
@@ -71,6 +67,26 @@ class VisionTower(nn.Module):
         if capture is not None:
             capture["vision.merger"] = tokens
         return tokens, deepstack
+
+
+    def grid_tables(self, grid_thw: Tensor) -> tuple[Segments, Tensor, Tensor, Tensor, Tensor]:
+        """Per-grid bookkeeping, built on the weights' device and cached per (grids, device): the attention
+        segments, the position-embedding taps (index, fp32 weight) [N, 4] and the rotary cos/sin [N, d] fp32."""
+        device = self.pos_embed.weight.device
+        key = (tuple(map(tuple, grid_thw.tolist())), str(device))  # one host read of the small grid tensor
+        if key in self._tables:
+            self._tables.move_to_end(key)
+            return self._tables[key]
+        cfg = self.config
+        side = int(cfg.num_position_embeddings**0.5)
+        grid = grid_thw.to(device)
+        freqs = inv_freq(cfg.head_dim // 2, cfg.rope_theta).to(device)  # [d/4]
+        tables = (Segments.from_grid(grid_thw.cpu(), device), *pos_embed_taps(grid, side, cfg.spatial_merge_size),
+                  *vision_cos_sin(grid, cfg.spatial_merge_size, freqs))
+        self._tables[key] = tables
+        while len(self._tables) > GRID_TABLES:
+            self._tables.popitem(last=False)
+        return tables
 
 
 class PatchEmbed(nn.Module):
