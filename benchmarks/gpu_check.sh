@@ -13,8 +13,8 @@
 #   parity_bf16.json    parity rows, bfloat16
 #   bench.json          all benchmark rows (bench --json), merged
 #   bench_report.md     the merged benchmark report
-#   extras.tar.gz       charts (throughput, latency vs batch size), parity_fp16.json, moe_bench.json and the
-#                       per-model bench reports
+#   extras.tar.gz       charts (throughput, latency vs batch size), parity_fp16.json, moe_bench.json,
+#                       long_prefill.json and the per-model bench reports
 set -u
 
 cd "$(dirname "$0")/.." || exit 2
@@ -34,8 +34,8 @@ START=$SECONDS
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg TOKENIZERS_PARALLELISM=false
 export QWEN3VL_EVAL_CACHE=$WORK/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-# GPU_CHECK_STEPS: comma list of groups to run (parity, tests, bench, moe, compile); default all but compile.
-STEPS=${GPU_CHECK_STEPS:-parity,tests,bench,moe}
+# GPU_CHECK_STEPS: comma list of groups to run (parity, tests, bench, moe, long, compile); default all but compile.
+STEPS=${GPU_CHECK_STEPS:-parity,tests,bench,moe,long}
 want() { [[ ",$STEPS," == *",$1,"* ]]; }
 
 # run_step NAME SECONDS CMD...: run with a timeout capped by what is left of the budget, log, record status.
@@ -129,6 +129,9 @@ MOE_LAYERS=()
 want moe && run_step "moe bench 30B-A3B" 180 "$PY" benchmarks/moe_bench.py --preset 30B-A3B --impl auto,gather \
   --prompt-tokens 128 --new-tokens 64 --warmup 1 --repeats 3 --max-seconds 160 "${MOE_LAYERS[@]}" \
   --json "$WORK/moe_bench.json"
+# Long-prompt prefill: 8B, 32k tokens in chunks, no dense mask (time, peak memory, % of bf16 peak FLOP/s).
+want long && run_step "long prefill 8B 32k" 150 "$PY" benchmarks/long_prefill.py --preset 8B --tokens 32768 \
+  --device cuda --dtype bfloat16 --repeats 2 --json "$WORK/long_prefill.json"
 # Inductor-fused decode step (torch.compile) against the plain CUDA-graph step, same shapes (one cache bucket).
 CMP=(--device cuda --dtype bfloat16 --prompt-tokens 256 --image 448x448 --new-tokens 32 --warmup 1 --repeats 3
   --batch-size 1 --no-charts)
@@ -142,7 +145,7 @@ for f in bench.json:bench.json report.md:bench_report.md; do
 done
 # Everything else in one archive (the device tool brings back at most 8 files).
 mkdir -p "$WORK/extras"
-for f in "$WORK"/merged/*.png "$WORK"/parity_fp16.json "$WORK"/moe_bench.json "$WORK"/bench_*/report.md; do
+for f in "$WORK"/merged/*.png "$WORK"/parity_fp16.json "$WORK"/moe_bench.json "$WORK"/long_prefill.json "$WORK"/bench_*/report.md; do
   [ -f "$f" ] && cp "$f" "$WORK/extras/$(basename "$(dirname "$f")")_$(basename "$f")"
 done
 tar -C "$WORK/extras" -czf "$OUT/extras.tar.gz" . 2>>"$LOG"
@@ -161,10 +164,16 @@ tar -C "$WORK/extras" -czf "$OUT/extras.tar.gz" . 2>>"$LOG"
   echo "|---|---|---|"
   cat "$ROWS"
   echo
-  "$PY" - "$OUT" <<'EOF' 2>&1
+  "$PY" - "$OUT" "$WORK/long_prefill.json" <<'EOF' 2>&1
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
+long = Path(sys.argv[2])
+if long.is_file():
+    r = json.loads(long.read_text())
+    util = f"{r['flops_util']:.1%}" if r.get("flops_util") is not None else "n/a"
+    print(f"- long prefill {r['model']} {r['tokens']} tokens ({r['dtype']}, chunk {r['chunk']}): {r['seconds']:.2f} s, "
+          f"{r['tokens_per_s']:.0f} tok/s, peak {r['peak_memory_mb']:.0f} MiB, {util} of peak FLOP/s")
 for name in ("parity_fp32.json", "parity_bf16.json"):
     p = out / name
     if not p.is_file():

@@ -24,7 +24,6 @@ from qwen3vl_eval.model.rope import decode_position_ids, rope_index
 from qwen3vl_eval.model.sampling import GenerationParams, find_stop, make_generator, process_logits, select_tokens
 from qwen3vl_eval.runtime.timing import Timings
 
-
 # Prompt tokens per prefill pass through the decoder: longer prompts are prefilled in chunks, so memory grows
 # with chunk x prompt length (the last chunk's mask), not with the square of the prompt length.
 PREFILL_CHUNK = 2048

@@ -144,11 +144,10 @@ class Attention(nn.Module):
             q, k, v = self.qkv(x).split([H * D, H_kv * D, H_kv * D], dim=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = self.q_norm(q.view(B, S, H, D)).transpose(1, 2)  # [B, H, S, D]
-        k = self.k_norm(k.view(B, S, H_kv, D)).transpose(1, 2)  # [B, H_kv, S, D]
+        cos, sin = cos[:, :, None], sin[:, :, None]  # [B, S, 1, D]; rotary on the contiguous [B, S, heads, D]
+        q = apply_rope(self.q_norm(q.view(B, S, H, D)), cos, sin).transpose(1, 2)  # [B, H, S, D]
+        k = apply_rope(self.k_norm(k.view(B, S, H_kv, D)), cos, sin).transpose(1, 2)  # [B, H_kv, S, D]
         v = v.view(B, S, H_kv, D).transpose(1, 2)  # [B, H_kv, S, D]
-        cos, sin = cos[:, None], sin[:, None]  # [B, 1, S, D]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         cached = cache.update(input_pos, k, v) if cache is not None else None  # [B, H_kv, S_max, D] each
         out = attend(q, k, v, cached, plan, scale=D**-0.5)  # [B, H, S, D]
         return self.o_proj(out.transpose(1, 2).reshape(B, S, H * D))
@@ -177,8 +176,8 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.gate_up is None:
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        gate, up = self.gate_up(x).chunk(2, dim=-1)  # views of one fresh [..., 2I] output: safe to overwrite
+        return self.down_proj(F.silu(gate, inplace=True).mul_(up))  # the same values, no new [..., I] buffers
 
 
 class Fused:
