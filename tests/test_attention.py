@@ -213,3 +213,20 @@ def test_long_prompt_prefill_memory_is_bounded(tmp_path: Path) -> None:
     grown_mb, finite = res.stdout.split()
     assert finite == "True"
     assert float(grown_mb) < 128, json.dumps({"peak_rss_growth_mib": grown_mb})
+
+
+@pytest.mark.parametrize("chunk", [None, 4, 9])
+@pytest.mark.parametrize("case", ["batch2_images", "text_only", "moe"])
+def test_last_only_prefill_equals_full_forward(case: str, chunk: int | None) -> None:
+    """Prefill computes the last layer's outputs for the last position only: its logits equal the full
+    forward's last position (and transformers' golden logits there), padded or not, chunked or not."""
+    g = load_file(str(GOLDEN / case / "golden.safetensors"))
+    model = load_model(GOLDEN / case / "model", device="cpu", dtype=torch.float32)
+    ids, mask = g["input.input_ids"], g.get("input.attention_mask")
+    kw = {k: g[f"input.{k}"] for k in ("pixel_values", "image_grid_thw") if f"input.{k}" in g}
+    pos, _ = rope_index(ids, kw.get("image_grid_thw"), None, mask, model.config)
+    full = model(ids, pos, attention_mask=mask, **kw)[:, -1]
+    cache = allocate_caches(model.config.text, ids.shape[0], ids.shape[1] + 2, dtype=torch.float32, device="cpu")
+    last, _ = prefill(model, ids, mask, cache, chunk=chunk, **kw)
+    torch.testing.assert_close(last, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(last, g["logits"][:, -1], atol=1e-4, rtol=1e-4)

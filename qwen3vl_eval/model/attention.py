@@ -21,7 +21,7 @@ Legend: B batch, H query heads, H_kv key/value heads, G = H / H_kv, S queries, D
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,19 @@ def plan_attention(attention_mask: Tensor | None, S: int, first: int, device: to
     if pads is None or pads:  # padded rows: the padding mask over the slots actually read
         return AttentionPlan("prefix", kv_len=kv_len, mask=attention_mask_4d(attention_mask, query_pos, kv_len))
     return AttentionPlan("prefix", kv_len=kv_len, mask=causal_lower_right(S, kv_len) if S > 1 else None)
+
+
+def last_query(plan: AttentionPlan, S: int, device: torch.device) -> AttentionPlan:
+    """The plan for the last of a forward's S queries alone (it sees every key slot the plan gives it)."""
+    if plan.kind == "causal":
+        return AttentionPlan("prefix", kv_len=S)
+    if plan.kind == "rows":
+        keys = torch.arange(S, device=device)
+        mask = keys[None, :] >= torch.tensor(plan.pads, device=device)[:, None]  # [B, S] a row's real slots
+        mask[:, -1] = True  # an all-padding row still attends to something (its output is never read)
+        return AttentionPlan("prefix", kv_len=S, mask=mask[:, None, None, :])
+    mask = plan.mask
+    return replace(plan, mask=None if mask is None or isinstance(mask, CausalBias) else mask[:, :, -1:])
 
 
 def dense_plan(attention_mask: Tensor | None, query_pos: Tensor, kv_slots: int) -> AttentionPlan:

@@ -62,7 +62,8 @@ class Qwen3VL(nn.Module):
         if capture is not None:
             capture["text.embed"] = h
         h = lm(h, position_ids, attention_mask, cache=cache, input_pos=input_pos, first=first, chunk=chunk,
-               visual_index=visual_index, deepstack=deepstack, capture=capture)  # [B, S, Hd]
+               visual_index=visual_index, deepstack=deepstack, last_only=last_only,
+               capture=capture)  # [B, S, Hd], or [B, 1, Hd] with last_only
         if last_only:
             h = h[:, -1:]  # [B, 1, Hd]; with left padding the last slot is a real token
         head = lm.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight

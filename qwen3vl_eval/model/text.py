@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qwen3vl_eval.model.attention import AttentionPlan, attend, dense_plan, plan_attention
+from qwen3vl_eval.model.attention import AttentionPlan, attend, dense_plan, last_query, plan_attention
 from qwen3vl_eval.model.config import TextConfig
 from qwen3vl_eval.model.kv_cache import KVCache
 from qwen3vl_eval.model.moe import SparseMoeBlock
@@ -37,27 +37,32 @@ class TextDecoder(nn.Module):
     def forward(self, h: Tensor, position_ids: Tensor, attention_mask: Tensor | None = None, *,
                 cache: list[KVCache] | None = None, input_pos: Tensor | None = None, first: int | None = None,
                 chunk: int | None = None, visual_index: Tensor | None = None, deepstack: list[Tensor] | None = None,
-                capture: dict[str, Tensor] | None = None) -> Tensor:
+                last_only: bool = False, capture: dict[str, Tensor] | None = None) -> Tensor:
         """h [B, S, Hd] input embeddings, position_ids [3, B, S], attention_mask [B, T] (1 = real; None = no
         padding) -> final-norm hidden states [B, S, Hd]. With `cache`, the tokens are written at slots
         input_pos [S]; `first`, when the caller knows it on the host, is input_pos[0] (input_pos then counts up
         by one): attention runs without a dense mask (`attention.plan_attention`) and, with `chunk`, a prompt
         longer than `chunk` runs through the layers `chunk` tokens at a time (bounded memory). Without `first`
         the queries attend over every cache slot behind the reference mask. After layer i < len(deepstack),
-        deepstack[i] [V, Hd] is added at the flat positions visual_index [V] of h viewed as [B*S, Hd]."""
+        deepstack[i] [V, Hd] is added at the flat positions visual_index [V] of h viewed as [B*S, Hd].
+        `last_only` (not with `capture`): only the last position's output is wanted, [B, 1, Hd]; the last layer
+        then computes its keys/values for every position (the cache needs them) and the rest for that one
+        position (nothing else reads its other outputs)."""
         S = h.shape[1]
         if cache is None:
             first, input_pos = 0, None  # queries 0..S-1 over themselves
+        last_only = last_only and capture is None and len(deepstack or []) < len(self.layers)
         if first is None or not chunk or S <= chunk or cache is None:
             return self._run(h, position_ids, attention_mask, cache, input_pos, first, visual_index, deepstack,
-                             capture)
+                             capture, 1 if last_only else None)
         outs, parts = [], {}
         for s0 in range(0, S, chunk):
             s1 = min(S, s0 + chunk)
             index, levels = _chunk_visual(visual_index, deepstack, S, s0, s1)
             cap = {} if capture is not None else None
+            keep = (1 if s1 == S else 0) if last_only else None
             outs.append(self._run(h[:, s0:s1], position_ids[:, :, s0:s1], attention_mask, cache, input_pos[s0:s1],
-                                  first + s0, index, levels, cap))
+                                  first + s0, index, levels, cap, keep))
             for k, v in (cap or {}).items():
                 parts.setdefault(k, []).append(v)
         if capture is not None:
@@ -66,15 +71,19 @@ class TextDecoder(nn.Module):
 
     def _run(self, h: Tensor, position_ids: Tensor, attention_mask: Tensor | None, cache: list[KVCache] | None,
              input_pos: Tensor | None, first: int | None, visual_index: Tensor | None,
-             deepstack: list[Tensor] | None, capture: dict[str, Tensor] | None) -> Tensor:
+             deepstack: list[Tensor] | None, capture: dict[str, Tensor] | None, keep: int | None) -> Tensor:
+        """The layers over one chunk; `keep` (0 or 1): the last layer's outputs only for the last `keep`
+        positions (keys/values for all)."""
         B, S, Hd = h.shape
         if first is None:  # slots on the device only (a CUDA graph): the reference dense mask over the cache
             plan = dense_plan(attention_mask, input_pos, cache[0].max_seq_len)
         else:
             plan = plan_attention(attention_mask, S, first, h.device)
         cos, sin = mrope_cos_sin(position_ids, self.freqs, self.axis, h.dtype)  # [B, S, D]
+        n = len(self.layers)
         for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, plan, None if cache is None else cache[i], input_pos)
+            h = layer(h, cos, sin, plan, None if cache is None else cache[i], input_pos,
+                      keep if i == n - 1 and S > 1 else None)
             if deepstack is not None and i < len(deepstack):
                 h = h.view(B * S, Hd).index_add(0, visual_index, deepstack[i].to(h.dtype)).view(B, S, Hd)
             if capture is not None:
@@ -106,8 +115,14 @@ class DecoderLayer(nn.Module):
         self.mlp = SparseMoeBlock(config) if config.is_moe_layer(index) else MLP(config)
 
     def forward(self, h: Tensor, cos: Tensor, sin: Tensor, plan: AttentionPlan, cache: KVCache | None,
-                input_pos: Tensor | None) -> Tensor:
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, plan, cache, input_pos)
+                input_pos: Tensor | None, keep: int | None = None) -> Tensor:
+        """keep: outputs only for the last `keep` positions (keys/values written for all); None = all."""
+        out = self.self_attn(self.input_layernorm(h), cos, sin, plan, cache, input_pos, keep)
+        if keep is not None:
+            h = h[:, h.shape[1] - keep:]
+            if keep == 0:
+                return h
+        h = h + out
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -137,20 +152,29 @@ class Attention(nn.Module):
         return self
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, plan: AttentionPlan, cache: KVCache | None,
-                input_pos: Tensor | None) -> Tensor:
+                input_pos: Tensor | None, keep: int | None = None) -> Tensor:
+        """keep: queries (and outputs) only for the last `keep` positions; keys/values for all."""
         B, S, _ = x.shape
         H, H_kv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        if self.qkv is not None:
+        cos, sin = cos[:, :, None], sin[:, :, None]  # [B, S, 1, D]; rotary on the contiguous [B, S, heads, D]
+        if keep is not None:  # keys/values of every position, the query of the last `keep` only
+            k, v = self.k_proj(x), self.v_proj(x)
+            q, cos_q, sin_q = self.q_proj(x[:, S - keep:]), cos[:, S - keep:], sin[:, S - keep:]
+        elif self.qkv is not None:
             q, k, v = self.qkv(x).split([H * D, H_kv * D, H_kv * D], dim=-1)
+            cos_q, sin_q = cos, sin
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        cos, sin = cos[:, :, None], sin[:, :, None]  # [B, S, 1, D]; rotary on the contiguous [B, S, heads, D]
-        q = apply_rope(self.q_norm(q.view(B, S, H, D)), cos, sin).transpose(1, 2)  # [B, H, S, D]
+            cos_q, sin_q = cos, sin
         k = apply_rope(self.k_norm(k.view(B, S, H_kv, D)), cos, sin).transpose(1, 2)  # [B, H_kv, S, D]
         v = v.view(B, S, H_kv, D).transpose(1, 2)  # [B, H_kv, S, D]
         cached = cache.update(input_pos, k, v) if cache is not None else None  # [B, H_kv, S_max, D] each
-        out = attend(q, k, v, cached, plan, scale=D**-0.5)  # [B, H, S, D]
-        return self.o_proj(out.transpose(1, 2).reshape(B, S, H * D))
+        if keep == 0:
+            return x[:, :0]
+        Q = q.shape[1]
+        q = apply_rope(self.q_norm(q.view(B, Q, H, D)), cos_q, sin_q).transpose(1, 2)  # [B, H, Q, D]
+        out = attend(q, k, v, cached, plan if keep is None else last_query(plan, S, x.device), scale=D**-0.5)  # [B, H, Q, D]
+        return self.o_proj(out.transpose(1, 2).reshape(B, Q, H * D))
 
 
 class MLP(nn.Module):
