@@ -21,11 +21,11 @@ import torch
 def write_checkpoint(preset: str, out: Path) -> None:
     from qwen3vl_eval.checkpoints.tiny import save_state_dict
     from qwen3vl_eval.model.config import Qwen3VLConfig
-    from qwen3vl_eval.model.weights import build_model
+    from qwen3vl_eval.model.weights import random_state_dict
 
     cfg = Qwen3VLConfig.from_name(preset)
     out.mkdir(parents=True, exist_ok=True)
-    state = build_model(cfg, device="cpu", dtype=torch.bfloat16).state_dict()
+    state = random_state_dict(cfg, dtype=torch.bfloat16)  # build_model's weights (a loaded model fuses views)
     save_state_dict(state, out, shards=4)
     (out / "config.json").write_text(json.dumps(cfg.to_hf(), indent=2) + "\n")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -38,18 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from qwen3vl_eval.bench.core import device_peak, prefill_flops
+    from qwen3vl_eval.checkpoints.hub import resolve_model
     from qwen3vl_eval.model.config import Qwen3VLConfig
     from qwen3vl_eval.model.generate import PREFILL_CHUNK, prefill
     from qwen3vl_eval.model.kv_cache import allocate_caches
     from qwen3vl_eval.model.weights import build_model, load_model
     from qwen3vl_eval.runtime.provenance import device_name, software_versions
+    from qwen3vl_eval.runtime.timing import peak_memory_mb, reset_peak_memory, synchronize
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if args.preset:
         config = Qwen3VLConfig.from_name(args.preset)
         model = build_model(config, device=device, dtype=dtype)
     else:
-        model = load_model(args.model, device=device, dtype=dtype)
+        model = load_model(resolve_model(args.model), device=device, dtype=dtype)
         config = model.config
     chunk = args.chunk or PREFILL_CHUNK
     L = args.tokens
@@ -58,31 +59,25 @@ def main(argv: list[str] | None = None) -> int:
     mask[:, : args.pad] = 0
     cuda = device.type == "cuda"
 
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(device)
-
     @torch.inference_mode()
     def once() -> float:
         cache = allocate_caches(config.text, 1, L + 1, dtype=dtype, device=device)
-        sync()
+        synchronize(device)
         t0 = time.perf_counter()
         logits = prefill(model, ids, mask, cache, chunk=chunk)[0]
-        sync()
+        synchronize(device)
         assert bool(torch.isfinite(logits).all()), "non-finite logits"
         return time.perf_counter() - t0
 
     once() if args.repeats > 1 else None  # warm-up when there is more than one repeat
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     seconds = min(once() for _ in range(args.repeats))
-    peak_mb = (torch.cuda.max_memory_allocated(device) if cuda
-               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    peak_mb, peak_kind = peak_memory_mb(device)
     flops = prefill_flops(config, batch_size=1, tokens=L - args.pad)
     peak = device_peak(device_name(device)) if cuda else None
     row = {"model": args.preset or args.model, "device": device_name(device), "dtype": args.dtype, "tokens": L,
            "pad": args.pad, "chunk": chunk, "seconds": seconds, "tokens_per_s": L / seconds,
-           "peak_memory_mb": peak_mb, "peak_memory_kind": "cuda max_memory_allocated" if cuda else "peak RSS",
+           "peak_memory_mb": peak_mb, "peak_memory_kind": peak_kind,
            "prefill_tflops": flops / 1e12, "achieved_tflops_per_s": flops / seconds / 1e12,
            "flops_util": flops / seconds / 1e12 / peak.tflops(dtype) if peak else None,
            "versions": software_versions()}

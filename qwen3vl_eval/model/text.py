@@ -173,7 +173,8 @@ class Attention(nn.Module):
             return x[:, :0]
         Q = q.shape[1]
         q = apply_rope(self.q_norm(q.view(B, Q, H, D)), cos_q, sin_q).transpose(1, 2)  # [B, H, Q, D]
-        out = attend(q, k, v, cached, plan if keep is None else last_query(plan, S, x.device), scale=D**-0.5)  # [B, H, Q, D]
+        plan = plan if keep is None else last_query(plan, S, x.device)
+        out = attend(q, k, v, cached, plan, scale=D**-0.5)  # [B, H, Q, D]
         return self.o_proj(out.transpose(1, 2).reshape(B, Q, H * D))
 
 
