@@ -130,3 +130,22 @@ def test_cuda_vision_tables_on_device_equal_cpu() -> None:
     assert torch.equal(a[1], b[1].cpu())
     for x, y in zip(a[2:], b[2:]):
         torch.testing.assert_close(y.cpu(), x, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["batch2_images", "moe"])
+def test_cuda_last_only_prefill_equals_full_forward(case: str) -> None:
+    """Prefill's last layer computes only the last position's output: equal to the full forward's, on CUDA."""
+    from qwen3vl_eval.model.generate import prefill
+    from qwen3vl_eval.model.kv_cache import allocate_caches
+    from qwen3vl_eval.model.rope import rope_index
+
+    path = next(p for p in GOLDEN if p.name == case)
+    g = _inputs(path, "cuda")
+    model = load_model(path / "model", device="cuda", dtype=torch.float32)
+    ids, mask = g["input.input_ids"], g.get("input.attention_mask")
+    kw = {k: g[f"input.{k}"] for k in ("pixel_values", "image_grid_thw") if f"input.{k}" in g}
+    pos, _ = rope_index(ids, kw.get("image_grid_thw"), None, mask, model.config)
+    full = model(ids, pos, attention_mask=mask, **kw)[:, -1]
+    cache = allocate_caches(model.config.text, ids.shape[0], ids.shape[1] + 2, dtype=torch.float32, device="cuda")
+    last, _ = prefill(model, ids, mask, cache, **kw)
+    torch.testing.assert_close(last, full, atol=1e-4, rtol=1e-4)
