@@ -218,3 +218,20 @@ def test_preprocess_command(ckpt: Path, tmp_path: Path) -> None:
     msgs.write_text(json.dumps(ask({"type": "image", "image": "media/missing.png"})))
     res = CliRunner().invoke(app, ["preprocess", "--model", str(ckpt), "--messages", str(msgs)])
     assert res.exit_code == 2 and "missing.png" in res.output
+
+
+def test_settings_from_a_checkpoint_folder(tmp_path: Path) -> None:
+    """One reader of the preprocessor configs (processor, hf and openai backends, HTML pages): defaults without
+    the file, a CheckpointError naming it when it is not a JSON object."""
+    from qwen3vl_eval.errors import CheckpointError
+    from qwen3vl_eval.processor import ImageSettings, VideoSettings
+
+    assert VideoSettings.from_folder(tmp_path) == VideoSettings()
+    (tmp_path / "video_preprocessor_config.json").write_text('{"fps": 4}')
+    assert VideoSettings.from_folder(tmp_path).fps == 4.0
+    (tmp_path / "preprocessor_config.json").write_text("{nope")
+    with pytest.raises(CheckpointError, match="preprocessor_config.json"):
+        ImageSettings.from_folder(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text("[1]")
+    with pytest.raises(CheckpointError, match="expected a JSON object"):
+        ImageSettings.from_folder(tmp_path)

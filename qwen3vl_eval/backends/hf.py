@@ -87,8 +87,8 @@ class HFBackend:
             with torch.device(self.device):
                 self.model = model_cls._from_config(transformers.AutoConfig.from_pretrained(self.path),
                                                     dtype=self.dtype).eval()
-        self.image_settings = ImageSettings.from_config(_read_json(self.path / "preprocessor_config.json"))
-        self.video_settings = VideoSettings.from_config(_read_json(self.path / "video_preprocessor_config.json"))
+        self.image_settings = ImageSettings.from_folder(self.path)
+        self.video_settings = VideoSettings.from_folder(self.path)
         self.defaults = GenerationParams.from_generation_config(self.path / "generation_config.json")
         self.timings = Timings()
         self._vision_t0: float | None = None

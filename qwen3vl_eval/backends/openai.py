@@ -320,14 +320,7 @@ def _error_message(response: httpx.Response) -> str:
 def _video_settings(processor: str | os.PathLike | None) -> VideoSettings:
     """Frame sampling settings: a checkpoint folder's video_preprocessor_config.json, else Qwen3-VL's defaults."""
     if processor is None:
-        path = Path(__file__).parents[1] / "assets" / "qwen3vl" / "video_preprocessor_config.json"
-    else:
-        if not (Path(processor) / "config.json").is_file():
-            raise InputError(f"{processor}: not a checkpoint folder (no config.json)")
-        path = Path(processor) / "video_preprocessor_config.json"
-        if not path.is_file():
-            return VideoSettings()
-    try:
-        return VideoSettings.from_config(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: {e}") from None
+        return VideoSettings.from_folder(Path(__file__).parents[1] / "assets" / "qwen3vl")
+    if not (Path(processor) / "config.json").is_file():
+        raise InputError(f"{processor}: not a checkpoint folder (no config.json)")
+    return VideoSettings.from_folder(processor)

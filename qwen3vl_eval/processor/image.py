@@ -9,9 +9,11 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -20,7 +22,7 @@ import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
-from qwen3vl_eval.errors import ProcessorError
+from qwen3vl_eval.errors import CheckpointError, ProcessorError
 from qwen3vl_eval.processor.media import Source
 from qwen3vl_eval.processor.messages import check_options
 
@@ -41,7 +43,8 @@ def max_image_pixels() -> int | None:
 class MediaSettings:
     """What image and video settings share: patching, rescale and normalisation (transformers' key names)."""
 
-    kind = "image"  # the messages item kind whose per-item options apply (a class attribute, not a field)
+    kind = "image"  # the messages item kind whose per-item options apply (class attributes, not fields)
+    config_name = "preprocessor_config.json"  # the checkpoint file they are read from
     patch_size: int = 16
     temporal_patch_size: int = 2
     merge_size: int = 2
@@ -51,6 +54,21 @@ class MediaSettings:
     do_resize: bool = True
     do_rescale: bool = True
     do_normalize: bool = True
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike) -> Self:
+        """Settings from a checkpoint folder's `config_name` file, the defaults when it has none;
+        CheckpointError for a file that cannot be read as a JSON object."""
+        path = Path(folder) / cls.config_name
+        if not path.is_file():
+            return cls.from_config({})  # type: ignore[attr-defined]
+        try:
+            cfg = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"{path}: expected a JSON object")
+        return cls.from_config(cfg)  # type: ignore[attr-defined]
 
     def with_overrides(self, **options: Any) -> Self:
         """A copy with an item's options (None keeps the setting) applied, checked by

@@ -69,12 +69,8 @@ class Processor:
             if value is None or tokenizer.id_to_token(value) is None:
                 raise CheckpointError(f"{folder / 'config.json'}: {key} missing or not in the tokenizer")
             token_ids[key] = int(value)
-        pre = folder / "preprocessor_config.json"
-        vid = folder / "video_preprocessor_config.json"
-        image_settings = ImageSettings.from_config(_read_json(pre) if pre.is_file() else {})
-        video_settings = VideoSettings.from_config(_read_json(vid) if vid.is_file() else {})
-        return cls(tokenizer, load_chat_template(folder, tokenizer.config), image_settings, video_settings,
-                   token_ids)
+        return cls(tokenizer, load_chat_template(folder, tokenizer.config), ImageSettings.from_folder(folder),
+                   VideoSettings.from_folder(folder), token_ids)
 
     # ------------------------------------------------------------------------------------------ text
     def render(self, conversation: Conversation, *, add_generation_prompt: bool = True,

@@ -40,6 +40,7 @@ class VideoSettings(MediaSettings):
     min_frames, max_frames, min_pixels, max_pixels."""
 
     kind = "video"
+    config_name = "video_preprocessor_config.json"
     min_pixels: int = 4096
     max_pixels: int = 25165824
     fps: float = 2.0

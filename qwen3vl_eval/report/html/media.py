@@ -157,14 +157,8 @@ def checkpoint_video_settings(model: str | None) -> Any:
         return None
     from qwen3vl_eval.checkpoints.hub import resolve_model
     from qwen3vl_eval.processor.video import VideoSettings
-    from qwen3vl_eval.report.html.render import read_json
 
     try:
-        cfg = resolve_model(model) / "video_preprocessor_config.json"
-    except InputError:
-        return None
-    data = read_json(cfg) if cfg.is_file() else None
-    try:
-        return VideoSettings.from_config(data) if isinstance(data, dict) else None
+        return VideoSettings.from_folder(resolve_model(model))
     except InputError:
         return None
