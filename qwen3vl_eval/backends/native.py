@@ -18,8 +18,8 @@ import torch
 
 from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.checkpoints.hub import hub_cache_dir, resolve_model
-from qwen3vl_eval.errors import InputError
-from qwen3vl_eval.model.generate import GenerationOutput, generate
+from qwen3vl_eval.errors import CheckpointError, InputError
+from qwen3vl_eval.model.generate import GenerationOutput, check_context, generate
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 from qwen3vl_eval.model.sampling import GenerationParams
 from qwen3vl_eval.model.weights import load_model
@@ -65,6 +65,8 @@ class Engine:
         self.video_prompt = video_prompt
         self.processor = Processor.from_pretrained(self.path)
         self.defaults = GenerationParams.from_generation_config(self.path / "generation_config.json")
+        check_token_ids(self.defaults, model.config.text.vocab_size, self.path / "generation_config.json")
+        self.context = model.config.text.max_position_embeddings
         self.timings = Timings()
         self.vision_cache: OrderedDict[str, tuple[torch.Tensor, list[torch.Tensor]]] = OrderedDict()
         self.vision_cache_bytes, self.vision_cache_limit = 0, vision_cache_mb << 20
@@ -98,13 +100,20 @@ class Engine:
         return self.defaults.with_overrides(**overrides)
 
     def chat(self, conversations: list, params: GenerationParams | None = None, *, base_dir: str | Path | None = None,
-             on_tokens=None) -> list[Reply]:
-        """Replies to a batch of conversations (CONTRACTS section 4 messages), generated together."""
+             on_tokens=None, fit_context: bool = False) -> list[Reply]:
+        """Replies to a batch of conversations (CONTRACTS section 4 messages), generated together. A prompt plus
+        `max_new_tokens` beyond the context is an InputError before anything runs; with `fit_context`,
+        `max_new_tokens` is lowered to the room the prompt leaves instead."""
         params = params or self.defaults
         if not params.eos_token_ids:
             params = replace(params, eos_token_ids=self.defaults.eos_token_ids)
+        check_token_ids(params, self.model.config.text.vocab_size, "eos_token_ids")
         t0 = time.perf_counter()
         batch = self.processor(conversations, video_prompt=self.video_prompt, base_dir=base_dir)
+        prompt_len = batch.input_ids.shape[1]
+        if fit_context and 1 <= self.context - prompt_len < params.max_new_tokens:
+            params = replace(params, max_new_tokens=self.context - prompt_len)
+        check_context(prompt_len, params.max_new_tokens, self.context)
         batch = batch.to(self.device, self.dtype)
         self.timings.preprocess += time.perf_counter() - t0
         tok = self.processor.tokenizer
@@ -166,6 +175,13 @@ class Engine:
         text = out.text if out.text is not None else self.processor.tokenizer.decode(out.token_ids)
         reasoning, answer = split_reasoning(text)
         return Reply(text, out.token_ids, out.finish_reason, reasoning, answer, int(prompt_tokens))
+
+
+def check_token_ids(params: GenerationParams, vocab_size: int, source: object) -> None:
+    """CheckpointError when an eos token id lies outside the model's vocabulary (it could never be sampled)."""
+    bad = [i for i in params.eos_token_ids if not 0 <= i < vocab_size]
+    if bad:
+        raise CheckpointError(f"{source}: eos_token_id {bad[0]} is outside the vocabulary [0, {vocab_size})")
 
 
 def checkpoint_fingerprint(path: Path) -> str:

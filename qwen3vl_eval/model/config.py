@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qwen3vl_eval.errors import CheckpointError
+from qwen3vl_eval.jsonio import read_object
 
 
 @dataclass(frozen=True)
@@ -106,15 +107,22 @@ class Qwen3VLConfig:
                 raise CheckpointError(f"{source}: missing or malformed field {key!r}")
         t, v = cfg["text_config"], cfg["vision_config"]
         rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
+        if not isinstance(rope, dict):
+            raise CheckpointError(f"{source}: text_config.rope_parameters must be an object")
         theta = rope.get("rope_theta", t.get("rope_theta", 5_000_000.0))
         rope_type = rope.get("rope_type", rope.get("type", "default"))
+        mrope = rope.get("mrope_section", (24, 20, 20))
+        if (not isinstance(theta, (int, float)) or isinstance(theta, bool) or not isinstance(mrope, (list, tuple))
+                or len(mrope) != 3 or not all(_is_int(x) and 0 <= x <= 4096 for x in mrope)):
+            raise CheckpointError(f"{source}: text_config rope_theta must be a number and mrope_section three "
+                                  f"integers, got {theta!r} and {mrope!r}")
         if rope_type not in ("default", "mrope"):
             raise CheckpointError(f"{source}: text_config rope_type {rope_type!r} is not supported (only 'default')")
         try:
             text = TextConfig(
                 **_pick(TextConfig, t, source, "text_config", skip={"rope_theta", "mrope_section"}),
                 rope_theta=float(theta),
-                mrope_section=tuple(rope.get("mrope_section", (24, 20, 20))),
+                mrope_section=tuple(mrope),
             )
             vision = VisionConfig(**_pick(VisionConfig, v, source, "vision_config", skip={"rope_theta"}))
         except TypeError as e:  # a required field is missing
@@ -125,22 +133,18 @@ class Qwen3VLConfig:
                 f"{text.head_dim} (2*sum must equal head_dim)"
             )
         tie = cfg.get("tie_word_embeddings", t.get("tie_word_embeddings", False))
+        if not isinstance(tie, bool):
+            raise CheckpointError(f"{source}: tie_word_embeddings must be true or false, got {tie!r}")
         ids = {k: cfg[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id",
                                    "vision_end_token_id") if k in cfg}
-        return cls(text=text, vision=vision, model_type=model_type, tie_word_embeddings=bool(tie), **ids)
+        config = cls(text=text, vision=vision, model_type=model_type, tie_word_embeddings=tie, **ids)
+        check_config(config, source)
+        return config
 
     @classmethod
     def from_file(cls, path: str | Path) -> Qwen3VLConfig:
         path = Path(path)
-        try:
-            cfg = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(cfg, dict):
-            raise CheckpointError(f"{path}: expected a JSON object")
-        return cls.from_hf(cfg, source=str(path))
+        return cls.from_hf(read_object(path, error=CheckpointError), source=str(path))
 
     def to_hf(self) -> dict[str, Any]:
         """The `config.json` a Hugging Face checkpoint of this shape carries (released key layout)."""
@@ -203,14 +207,98 @@ def _pick(klass: type, d: dict[str, Any], source: str, section: str, skip: set[s
         if val is None:
             continue
         out[k] = val
-    aliases = {"num_attention_heads": "num_heads", "num_hidden_layers": "depth"} if klass is VisionConfig else {}
-    for alias, real in aliases.items():
-        if alias in d and real not in out:
-            out[real] = d[alias]
+    for alias, real in ALIASES[klass].items():
+        if d.get(alias) is None:
+            continue
+        if real in out and out[real] != d[alias]:
+            raise CheckpointError(f"{source}: {section}.{alias} = {d[alias]!r} and {section}.{real} = "
+                                  f"{out[real]!r} name the same setting with different values")
+        out[real] = d[alias]
     for f in dataclasses.fields(klass):
-        if f.name in out and f.type in ("int", int) and not isinstance(out[f.name], int):
-            raise CheckpointError(f"{source}: {section}.{f.name} must be an integer, got {out[f.name]!r}")
+        if f.name not in out:
+            continue
+        val, kind = out[f.name], str(f.type)
+        if kind == "int" and not _is_int(val):
+            raise CheckpointError(f"{source}: {section}.{f.name} must be an integer, got {val!r}")
+        if kind == "float" and not (isinstance(val, (int, float)) and not isinstance(val, bool)):
+            raise CheckpointError(f"{source}: {section}.{f.name} must be a number, got {val!r}")
+        if kind == "bool" and not isinstance(val, bool):
+            raise CheckpointError(f"{source}: {section}.{f.name} must be true or false, got {val!r}")
+        if kind.startswith("tuple[int") and not (isinstance(val, tuple) and all(_is_int(x) for x in val)):
+            raise CheckpointError(f"{source}: {section}.{f.name} must be a list of integers, got {val!r}")
     return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# Other spellings of a field that transformers reads (its configs' `attribute_map`, transformers 5.23): the MoE
+# text config saves the expert count as `num_local_experts`; vision configs answer to the text names.
+ALIASES: dict[type, dict[str, str]] = {
+    TextConfig: {"num_local_experts": "num_experts"},
+    VisionConfig: {"num_attention_heads": "num_heads", "num_hidden_layers": "depth"},
+}
+
+# Sane upper bounds, checked before any layer is built: far above every released model (vocab 151936, hidden
+# 5120, 94 layers, 128 experts, vision depth 27), far below what would hang or exhaust memory on the meta device.
+TEXT_LIMITS = {"vocab_size": (1, 1 << 21), "hidden_size": (1, 1 << 16), "intermediate_size": (1, 1 << 18),
+               "num_hidden_layers": (1, 1024), "num_attention_heads": (1, 1024), "num_key_value_heads": (1, 1024),
+               "head_dim": (2, 2048), "max_position_embeddings": (1, 1 << 24), "num_experts": (0, 1 << 14),
+               "num_experts_per_tok": (0, 1 << 14), "moe_intermediate_size": (0, 1 << 18),
+               "decoder_sparse_step": (1, 1024)}
+VISION_LIMITS = {"depth": (1, 256), "hidden_size": (1, 1 << 15), "intermediate_size": (1, 1 << 17),
+                 "num_heads": (1, 256), "out_hidden_size": (1, 1 << 16), "num_position_embeddings": (1, 1 << 20),
+                 "in_channels": (1, 16), "patch_size": (1, 256), "spatial_merge_size": (1, 16),
+                 "temporal_patch_size": (1, 16)}
+
+
+def check_config(config: Qwen3VLConfig, source: str = "config.json") -> None:
+    """Refuse sizes that are negative, zero, absurd or inconsistent, non-finite floats and token ids outside
+    the vocabulary, with one CheckpointError naming the field."""
+    t, v = config.text, config.vision
+
+    def bad(field: str, why: str) -> CheckpointError:
+        return CheckpointError(f"{source}: {field} {why}")
+
+    for section, obj, limits in (("text_config", t, TEXT_LIMITS), ("vision_config", v, VISION_LIMITS)):
+        for name, (low, high) in limits.items():
+            value = getattr(obj, name)
+            if not low <= value <= high:
+                raise bad(f"{section}.{name}", f"must be in [{low}, {high}], got {value}")
+    floats = (("text_config.rms_norm_eps", t.rms_norm_eps, 0.0, 1.0), ("text_config.rope_theta", t.rope_theta,
+              0.0, 1e12), ("vision_config.rope_theta", v.rope_theta, 0.0, 1e12))
+    for name, value, low, high in floats:
+        if not (math.isfinite(value) and low < value < high):
+            raise bad(name, f"must be a finite number in ({low:g}, {high:g}), got {value!r}")
+    if t.num_attention_heads % t.num_key_value_heads:
+        raise bad("text_config.num_key_value_heads", f"{t.num_key_value_heads} does not divide "
+                  f"num_attention_heads {t.num_attention_heads}")
+    if v.hidden_size % v.num_heads or (v.hidden_size // v.num_heads) % 4:
+        raise bad("vision_config.num_heads", f"{v.num_heads} must divide hidden_size {v.hidden_size} into heads "
+                  f"of a multiple of 4 channels")
+    if math.isqrt(v.num_position_embeddings) ** 2 != v.num_position_embeddings:
+        raise bad("vision_config.num_position_embeddings", f"must be a square number, got "
+                  f"{v.num_position_embeddings}")
+    if v.out_hidden_size != t.hidden_size:
+        raise bad("vision_config.out_hidden_size", f"{v.out_hidden_size} differs from text_config.hidden_size "
+                  f"{t.hidden_size} (visual tokens replace text embeddings)")
+    if bad_taps := [i for i in v.deepstack_visual_indexes if not 0 <= i < v.depth]:
+        raise bad("vision_config.deepstack_visual_indexes", f"{bad_taps} are not layers of a depth-{v.depth} "
+                  f"vision tower")
+    if len(v.deepstack_visual_indexes) > t.num_hidden_layers:
+        raise bad("vision_config.deepstack_visual_indexes", "has more taps than the text model has layers")
+    if config.is_moe:
+        if not 1 <= t.num_experts_per_tok <= t.num_experts or t.moe_intermediate_size < 1:
+            raise bad("text_config.num_experts", f"a MoE model needs num_experts (or num_local_experts) >= "
+                      f"num_experts_per_tok >= 1 and moe_intermediate_size >= 1, got {t.num_experts}, "
+                      f"{t.num_experts_per_tok} and {t.moe_intermediate_size}")
+        if outside := [i for i in t.mlp_only_layers if not 0 <= i < t.num_hidden_layers]:
+            raise bad("text_config.mlp_only_layers", f"{outside} are not layers of the text model")
+    for key in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
+        value = getattr(config, key)
+        if not _is_int(value) or not 0 <= value < t.vocab_size:
+            raise bad(key, f"{value!r} is outside the vocabulary [0, {t.vocab_size})")
 
 
 def _missing_field(e: TypeError) -> str:

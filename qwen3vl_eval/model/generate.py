@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.model.kv_cache import KVCache, allocate_caches
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 from qwen3vl_eval.model.rope import decode_position_ids, rope_index
@@ -71,6 +72,16 @@ def decode_step(model: Qwen3VL, tokens: Tensor, input_pos: Tensor, rope_deltas: 
 
 
 @torch.inference_mode()
+def check_context(prompt_tokens: int, max_new_tokens: int, context: int) -> None:
+    """InputError when a prompt plus the tokens asked for do not fit the model's context
+    (`max_position_embeddings`); checked before any cache is allocated."""
+    if prompt_tokens + max_new_tokens > context:
+        room = context - prompt_tokens
+        hint = f"ask for at most {room} new tokens" if room >= 1 else "shorten the prompt"
+        raise InputError(f"a prompt of {prompt_tokens} tokens plus max_new_tokens {max_new_tokens} is beyond the "
+                         f"model's context of {context} tokens (max_position_embeddings); {hint}")
+
+
 def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, params: GenerationParams, *,
              pixel_values: Tensor | None = None, image_grid_thw: Tensor | None = None,
              pixel_values_videos: Tensor | None = None, video_grid_thw: Tensor | None = None,
@@ -85,6 +96,7 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
     device = input_ids.device
     B, L = input_ids.shape
     N = params.max_new_tokens
+    check_context(L, N, model.config.text.max_position_embeddings)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if params.stop and decode is None:

@@ -8,7 +8,7 @@ seeded, reproducible, and needs no host-device synchronisation. Temperature 0 is
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,9 @@ from typing import Any
 import torch
 
 from qwen3vl_eval.errors import InputError
+from qwen3vl_eval.jsonio import read_object
+
+MAX_NEW_TOKENS = 1 << 24  # a sanity bound; the real one is the model's context (see `check_context`)
 
 
 @dataclass(frozen=True)
@@ -36,16 +39,29 @@ class GenerationParams:
         return self.temperature <= 0.0 or self.top_k == 1
 
     def validate(self) -> GenerationParams:
+        """Types and ranges of every field; one InputError naming the first bad one."""
+        for name in ("max_new_tokens", "top_k", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InputError(f"{name} must be an integer, got {value!r}")
+        for name in ("temperature", "top_p", "repetition_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"{name} must be a finite number, got {value!r}")
+        eos_ok = all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.eos_token_ids)
         checks = [
-            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
-            (self.temperature >= 0, "temperature must be >= 0"),
-            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (self.top_k >= 0, "top_k must be >= 0"),
-            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+            (1 <= self.max_new_tokens <= MAX_NEW_TOKENS, "max_new_tokens", f"must be in [1, {MAX_NEW_TOKENS}]"),
+            (self.temperature >= 0, "temperature", "must be >= 0"),
+            (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
+            (self.top_k >= 0, "top_k", "must be >= 0 (0 is off)"),
+            (self.repetition_penalty > 0, "repetition_penalty", "must be > 0"),
+            (abs(self.presence_penalty) <= 100, "presence_penalty", "must be in [-100, 100]"),
+            (0 <= self.seed < 2**63, "seed", "must be in [0, 2**63)"),
+            (eos_ok, "eos_token_ids", "must be non-negative integers"),
         ]
-        for ok, msg in checks:
+        for ok, name, msg in checks:
             if not ok:
-                raise InputError(msg)
+                raise InputError(f"{name} {msg}, got {getattr(self, name)!r}")
         return self
 
     def with_overrides(self, **overrides: Any) -> GenerationParams:
@@ -66,10 +82,7 @@ class GenerationParams:
         `do_sample: false` in the file means greedy regardless of its temperature."""
         base: dict[str, Any] = {}
         if path is not None and Path(path).is_file():
-            try:
-                gc = json.loads(Path(path).read_text())
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}: not valid JSON ({e})") from None
+            gc = read_object(path)
             names = {f.name for f in fields(cls)}
             base = {k: gc[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty") if k in gc}
             if not gc.get("do_sample", False):
@@ -78,7 +91,11 @@ class GenerationParams:
             if gc.get("max_new_tokens") is not None:
                 base["max_new_tokens"] = gc["max_new_tokens"]
             base = {k: v for k, v in base.items() if k in names and v is not None}
-        return cls().with_overrides(**base).with_overrides(**overrides)
+        try:
+            params = cls().with_overrides(**base)
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
+        return params.with_overrides(**overrides)
 
 
 def process_logits(logits: torch.Tensor, params: GenerationParams, seen: torch.Tensor | None,

@@ -10,14 +10,17 @@ no renames (MoE experts stay in the released [E, Hd, 2I] / [E, I, Hd] layout). W
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
-from pathlib import Path
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from qwen3vl_eval.errors import CheckpointError
+from qwen3vl_eval.jsonio import read_object
 from qwen3vl_eval.model.config import Qwen3VLConfig
 from qwen3vl_eval.model.moe import expert_layout_error
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
@@ -41,7 +44,7 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu",
                 if not (key == "lm_head.weight" and config.tie_word_embeddings):
                     problems.append(f"unexpected key {key} in {file.name}")
                 continue
-            with safe_open(file, framework="pt") as f:  # opened per tensor: only this tensor is mapped
+            with open_safetensors(file) as f:  # opened per tensor: only this tensor is mapped
                 shape = tuple(f.get_slice(key).get_shape())
                 if shape != expected[key]:
                     _check_expert_layout(file, key, config, path, shape)
@@ -100,25 +103,58 @@ def weight_files(path: Path) -> dict[Path, list[str]]:
     """The safetensors files of a checkpoint folder and the keys each holds."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+        weight_map = read_object(index, error=CheckpointError).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index}: not a valid safetensors index (no weight_map object)")
         files: dict[Path, list[str]] = {}
         for key, name in weight_map.items():
-            files.setdefault(path / name, []).append(key)
+            files.setdefault(path / _shard_name(index, key, name), []).append(key)
         for f in files:
             if not f.is_file():
                 raise CheckpointError(f"{index}: names shard {f.name}, which is missing")
+            with open_safetensors(f) as shard:  # a broken shard fails here, naming it, before any layer is built
+                absent = [k for k in files[f] if k not in set(shard.keys())]
+            if absent:
+                raise CheckpointError(f"{index}: maps {absent[0]} to {f.name}, which does not hold it")
         return files
     single = path / "model.safetensors"
     if single.is_file():
-        with safe_open(single, framework="pt") as f:
+        with open_safetensors(single) as f:
             return {single: list(f.keys())}
     if list(path.glob("*.bin")) or list(path.glob("*.pt")):
         raise CheckpointError(f"{path}: only PyTorch .bin weights found; this tool reads safetensors only "
                               f"(convert them, e.g. with transformers' save_pretrained(safe_serialization=True))")
     raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
+
+
+def _shard_name(index: Path, key: Any, name: Any) -> str:
+    """A weight_map entry's file name: a relative path inside the checkpoint folder (no `..`, not absolute)."""
+    if not isinstance(key, str) or not isinstance(name, str) or not name:
+        raise CheckpointError(f"{index}: weight_map entry {key!r}: {name!r} is not a file name")
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or not name.endswith(".safetensors"):
+        raise CheckpointError(f"{index}: weight_map entry {key!r} names {name!r}, which is not a .safetensors "
+                              f"file inside the checkpoint folder")
+    return name
+
+
+@contextlib.contextmanager
+def open_safetensors(file: Path) -> Iterator[Any]:
+    """`safe_open` with a truncated, empty or malformed file (bad header length, header not JSON, offsets past
+    the end) as one CheckpointError naming the file."""
+    try:
+        handle = safe_open(file, framework="pt")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{file}: not a readable safetensors file ({_first_line(e)})") from None
+    with handle as f:
+        try:
+            yield f
+        except SafetensorError as e:
+            raise CheckpointError(f"{file}: cannot read a tensor ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _check_expert_layout(file: Path, key: str, config: Qwen3VLConfig, path: Path,
@@ -127,7 +163,7 @@ def _check_expert_layout(file: Path, key: str, config: Qwen3VLConfig, path: Path
     if not config.is_moe:
         return
     if shape is None:
-        with safe_open(file, framework="pt") as f:
+        with open_safetensors(file) as f:
             shape = tuple(f.get_slice(key).get_shape())
     msg = expert_layout_error(key, shape, config.text)
     if msg:

@@ -3,7 +3,6 @@ checkpoint: chat template, image and video processing, placeholder expansion, to
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 
 from qwen3vl_eval.errors import CheckpointError, ProcessorError
+from qwen3vl_eval.jsonio import read_object
 from qwen3vl_eval.processor.batch import BatchInputs
 from qwen3vl_eval.processor.chat import load_chat_template, render_chat
 from qwen3vl_eval.processor.image import ImageFeatures, ImageSettings, decode_image, process_image
@@ -32,10 +32,7 @@ _DEFAULT_TOKENS = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: {e}") from None
+    return read_object(path, error=CheckpointError)
 
 
 def _concat(parts: list[torch.Tensor]) -> torch.Tensor | None:
@@ -66,7 +63,8 @@ class Processor:
         token_ids = {}
         for key, default in _DEFAULT_TOKENS.items():
             value = config.get(key, tokenizer.token_to_id(default))
-            if value is None or tokenizer.id_to_token(value) is None:
+            known = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            if not known or tokenizer.id_to_token(value) is None:
                 raise CheckpointError(f"{folder / 'config.json'}: {key} missing or not in the tokenizer")
             token_ids[key] = int(value)
         return cls(tokenizer, load_chat_template(folder, tokenizer.config), ImageSettings.from_folder(folder),
