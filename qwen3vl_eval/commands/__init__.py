@@ -64,15 +64,9 @@ def handle_errors(fn: F) -> F:
 
 
 def read_messages(path) -> list:
-    """A messages file (CONTRACTS section 4): JSON, one conversation or a list of them. Returns it parsed;
-    relative media paths resolve against the file's folder (pass `path.parent` as the processor's base_dir)."""
-    import json
-    from pathlib import Path
+    """A messages file (CONTRACTS section 4): JSON, one conversation or a list of them, at most
+    `MAX_MESSAGES_BYTES` and `MAX_DEPTH` levels deep. Returns it parsed; relative media paths resolve against
+    the file's folder (pass `path.parent` as the processor's base_dir)."""
+    from qwen3vl_eval.jsonio import MAX_MESSAGES_BYTES, read_json
 
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: messages file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    return read_json(path, max_bytes=MAX_MESSAGES_BYTES, what="messages file")

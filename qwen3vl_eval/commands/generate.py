@@ -31,6 +31,7 @@ def main(
 ) -> None:
     """Print the reply to each conversation (streamed for a single one), or JSON lines with --json."""
     from qwen3vl_eval.backends.native import Engine
+    from qwen3vl_eval.processor.messages import as_batch
 
     conversations = read_messages(messages)
     target = resolve_target(model, device, dtype)
@@ -39,8 +40,8 @@ def main(
     params = engine.params(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                            repetition_penalty=repetition_penalty, presence_penalty=presence_penalty, seed=seed,
                            stop=tuple(stop) if stop else None, ignore_eos=ignore_eos)
-    single = not conversations or not isinstance(conversations[0], list)
-    batch = [conversations] if single else conversations
+    batch, was_batch = as_batch(conversations)  # one conversation, or a list of them
+    single = not was_batch
     stream = None
     if single and not as_json and sys.stdout.isatty():
         tok = engine.processor.tokenizer

@@ -21,6 +21,7 @@ from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.adapters import ADAPTERS, Context, Rows, Sample
 from qwen3vl_eval.eval.media import LazyCell
 from qwen3vl_eval.eval.task import DataSpec, TaskSpec
+from qwen3vl_eval.jsonio import MAX_JSON_DATA_BYTES, read_json, read_jsonl
 
 # ---------------------------------------------------------------- reading tables
 
@@ -49,22 +50,18 @@ def _read_arrow(path: Path) -> Any:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path) as f:
-        text = f.read()
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise TaskError(f"{path}: not valid JSON: {e}") from None
-        return list(data)
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                raise TaskError(f"{path}:{i}: not valid JSON: {e}") from None
-    return rows
+    """Rows of a JSONL file (or a .json list), bounded in size and nesting; one TaskError naming the line."""
+    with open(path, "rb") as f:
+        whole = path.suffix == ".json" and f.read(4096).lstrip().startswith(b"[")
+    if whole:
+        data = read_json(path, max_bytes=MAX_JSON_DATA_BYTES, what="data file", error=TaskError)
+        numbered = list(enumerate(data, 1))
+    else:
+        numbered = read_jsonl(path, what="data file", error=TaskError)
+    for i, row in numbered:
+        if not isinstance(row, dict):
+            raise TaskError(f"{path}:{i}: a row must be a JSON object, got {type(row).__name__}")
+    return [row for _, row in numbered]
 
 
 def read_files(files: list[Path]) -> list[dict]:
@@ -211,6 +208,8 @@ def load_rows(spec: TaskSpec, data: str | None = None) -> Rows:
         path = Path(data).expanduser()
         if path.exists():
             rows, base = read_local(path, dspec)
+            if not rows:
+                raise TaskError(f"--data {path}: no rows (an empty data file gives no samples to score)")
             return Rows(rows, base, str(path))
         m = re.fullmatch(r"([\w.-]+/[\w.-]+)(?:@([\w./-]+))?", data)
         if not m:

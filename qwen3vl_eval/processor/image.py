@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import warnings
@@ -25,6 +26,8 @@ import torch.nn.functional as F
 from qwen3vl_eval.errors import CheckpointError, ProcessorError
 from qwen3vl_eval.processor.media import Source
 from qwen3vl_eval.processor.messages import check_options
+
+log = logging.getLogger(__name__)
 
 MAX_ASPECT_RATIO = 200
 BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the only resample Qwen3-VL checkpoints use
@@ -225,6 +228,9 @@ def decode_image(source: Source) -> torch.Tensor:
         arr = pil_to_rgb(source.obj, composite_alpha=True)
     else:
         with _opened(source) as img:
+            if getattr(img, "n_frames", 1) > 1:  # PIL decodes the first frame
+                log.warning("warning: %s: an animated image of %d frames; only frame 0 is used (pass moving "
+                            "pictures as a video)", source.name, img.n_frames)
             img.load()
             arr = pil_to_rgb(PIL.ImageOps.exif_transpose(img), composite_alpha=False)
     if arr.shape[0] == 0 or arr.shape[1] == 0:

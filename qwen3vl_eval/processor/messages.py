@@ -63,8 +63,8 @@ def item_kind(item: Any, where: str) -> str:
     if not isinstance(item, dict):
         raise ProcessorError(f"{where}: a content item must be an object, got {type(item).__name__}")
     kind = item.get("type")
-    if kind is None:  # untyped items are recognised by their keys, as the chat templates do
-        kind = next((k for k in ("image", "video", "text") if k in item), None)
+    if kind is None:
+        raise ProcessorError(f"{where}: item has no 'type' (expected text, image or video)")
     if kind not in ("text", "image", "video"):
         raise ProcessorError(f"{where}: unknown content type {kind!r} (expected text, image or video)")
     if kind == "text" and not isinstance(item.get("text"), str):
@@ -129,6 +129,8 @@ def walk(conversation: Any, index: int = 0, passthrough: tuple[str, ...] = ()
         if message.get("role") not in ROLES:
             role = message.get("role")
             raise ProcessorError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
+        if "content" not in message:
+            raise ProcessorError(f"{where}: message has no 'content' (a string or a list of items)")
         content = message.get("content")
         if content is None or isinstance(content, str):
             yield message, None
