@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -17,11 +18,9 @@ from helpers import (
     FakeBackend,
     assert_same_as,
     baseline_run,
-    complete_lines,
     qcli,
     start,
     subprocess_env,
-    wait_for_lines,
 )
 
 from qwen3vl_eval.errors import InputError, TaskError
@@ -68,12 +67,44 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def logged_ids(out) -> int:
+    """Distinct sample ids logged per task (samples.jsonl and rank logs together), summed over tasks. Unlike a
+    line count this never goes down or counts twice while rank 0 merges (merged file written, rank logs not yet
+    deleted)."""
+    total = 0
+    for t in SMOKE_TASKS:
+        ids = set()
+        for p in [out / t / "samples.jsonl", *rank_logs(out / t)] if (out / t).is_dir() else []:
+            try:
+                ids |= {r["id"] for r in read_records(p)}
+            except (FileNotFoundError, TaskError):  # renamed by a merge meanwhile / a line being written
+                pass
+        total += len(ids)
+    return total
+
+
 def test_killed_two_rank_run_resumes_with_one_process(tmp_path_factory, tmp_path):
+    """The kill point is a state, not a time: once 3 distinct samples are logged every process is frozen
+    (SIGSTOP, workers first), the frozen state is checked, then everything is SIGKILLed."""
     base = baseline_run(tmp_path_factory)
     out = tmp_path / "dp_killed"
     p = start([*TORCHRUN, *SMOKE_RUN, "--output", str(out)])
+    frozen = []
     try:
-        wait_for_lines(out, 3, p)
+        deadline = time.monotonic() + 240
+        while logged_ids(out) < 3:
+            assert p.poll() is None, f"run ended (rc {p.returncode}) before it could be interrupted"
+            assert time.monotonic() < deadline, "no samples logged in time"
+            time.sleep(0.005)
+        for pid in [*descendants(p.pid), p.pid]:  # freeze: nothing moves while the state is inspected
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                frozen.append(pid)
+            except ProcessLookupError:
+                pass
+        n_logged = logged_ids(out)
+        unfinished = [t for t in SMOKE_TASKS if not (out / t / "results.json").is_file()]
+        left = [q for t in SMOKE_TASKS for q in rank_logs(out / t)]
     finally:
         for pid in [*descendants(p.pid), p.pid]:  # the workers first, as a crashed node would
             try:
@@ -81,10 +112,8 @@ def test_killed_two_rank_run_resumes_with_one_process(tmp_path_factory, tmp_path
             except ProcessLookupError:
                 pass
         p.wait(timeout=30)
-    assert complete_lines(out) >= 3
-    unfinished = [t for t in SMOKE_TASKS if not (out / t / "results.json").is_file()]
+    assert n_logged >= 3 and logged_ids(out) == n_logged
     assert unfinished, "killed after the run had finished"
-    left = [p for t in SMOKE_TASKS for p in rank_logs(out / t)] if out.is_dir() else []
     if left:  # a write torn by the kill
         with open(left[-1], "ab") as f:
             f.write(b'{"id": "0", "predic')

@@ -29,6 +29,7 @@ import typer
 from qwen3vl_eval.commands import fail, handle_errors, resolve_target
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.eval import distributed
+from qwen3vl_eval.eval.rundir import RunLock, output_errors
 
 BACKENDS = ("native", "hf", "openai")
 VIDEO_MODES = ("frames", "url")
@@ -195,21 +196,35 @@ def run(
     from qwen3vl_eval.backends import make_backend
     from qwen3vl_eval.model.sampling import GenerationParams
 
-    if backend != "openai":  # the folder, device and dtype the model runs on, resolved once
-        target = resolve_target(model, device, dtype)
-        backend_options.update(model=target.path, model_name=target.name, device=target.device, dtype=target.dtype)
-    engine = make_backend(backend, **backend_options)
+    overrides = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+                 "seed": seed}
+    task_params = {}
+    for spec, _ in loaded:  # bad settings fail before the model loads
+        try:
+            task_params[spec.task] = GenerationParams().with_overrides(**generation_kwargs(spec, overrides))
+        except InputError as e:
+            raise InputError(f"{spec.task}: generation setting {e} (task file or command line)") from None
+    # one writer per run folder (rank 0 holds it for every rank of a data-parallel run), for the whole run
+    lock = RunLock(output).acquire() if ctx.is_main else None
+    try:
+        if backend != "openai":  # the folder, device and dtype the model runs on, resolved once
+            target = resolve_target(model, device, dtype)
+            backend_options.update(model=target.path, model_name=target.name, device=target.device,
+                                   dtype=target.dtype)
+        engine = make_backend(backend, **backend_options)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     config = {"model": model, "backend": backend, "device": device, "dtype": dtype, "video_prompt": video_prompt,
               "limit": limit, "seed": seed, "data": data, "media_root": str(media_root) if media_root else None,
               "resume": resume, "sample_timeout": sample_timeout,
               "backend_options": _recorded_options(backend, backend_options)}
-    overrides = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
-                 "seed": seed}
     try:
         summary, pages = [], []
-        with progress_bar(ctx.is_main) as bar:
+        with output_errors(output), progress_bar(ctx.is_main) as bar:
             for spec, samples in loaded:
-                params = GenerationParams().with_overrides(**generation_kwargs(spec, overrides))
+                params = task_params[spec.task]
                 bar_id = bar.add_task(spec.task, total=len(samples), errors=0, rate="")
                 state = {"done": 0, "t0": time.perf_counter()}
 
@@ -236,6 +251,8 @@ def run(
         close = getattr(engine, "close", None)
         if callable(close):
             close()
+        if lock is not None:
+            lock.release()
 
 
 def _backend_options(backend: str, **given: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ def score(
     """Score a predictions file for one task."""
     from qwen3vl_eval.eval.data import load_samples
     from qwen3vl_eval.eval.results import score_predictions
+    from qwen3vl_eval.eval.rundir import RunLock, output_errors
     from qwen3vl_eval.eval.task import resolve_tasks
     from qwen3vl_eval.report.html import write_task_page
 
@@ -34,8 +35,9 @@ def score(
     spec = specs[0]
     samples = load_samples(spec, data)
     out = output or Path("reports/runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-score" / spec.task
-    results = score_predictions(spec, samples, predictions, out, config={"data": data},
-                                data_source=data or spec.data.describe())
+    with RunLock(out), output_errors(out):  # one writer per folder; a full disk is one line
+        results = score_predictions(spec, samples, predictions, out, config={"data": data},
+                                    data_source=data or spec.data.describe())
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in results["metrics"].items() if v is not None)
     missing = f", {results['n_missing']} missing" if results.get("n_missing") else ""
     print(f"{spec.task}: {metrics} (n={results['n_samples']}, errors {results['n_errors']}{missing})")

@@ -9,14 +9,18 @@ folds them into `samples.jsonl` in dataset order.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.adapters import Sample
+from qwen3vl_eval.jsonio import read_jsonl
 from qwen3vl_eval.report.files import write_text
+
+log = logging.getLogger(__name__)
 
 
 def read_records(path: Path, repair: bool = False) -> list[dict]:
@@ -86,14 +90,19 @@ def merge_logs(out_dir: Path, samples: list[Sample]) -> list[dict]:
     parts = rank_logs(out_dir)
     records: list[dict] = []
     seen: set = set()
+    duplicates = 0
     for p in [path, *parts]:
         for r in read_records(p, repair=True):
             if r["id"] not in seen:
                 seen.add(r["id"])
                 records.append(r)
+            else:
+                duplicates += 1
+    if duplicates:  # two writers interleaved (before the run lock), or logs merged twice
+        log.warning("warning: %s: %d duplicate record(s); keeping the first record of each id", path, duplicates)
     order = {s.id: i for i, s in enumerate(samples)}
     ranked = sorted(records, key=lambda r: order.get(r["id"], len(order)))
-    if not parts and ranked == records:
+    if not parts and not duplicates and ranked == records:
         return records
     write_records(path, ranked)
     for p in parts:
@@ -106,13 +115,7 @@ def read_predictions(path: Path) -> dict[str, dict]:
     if not path.is_file():
         raise TaskError(f"--predictions {path}: no such file")
     out: dict[str, dict] = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec: Any = json.loads(line)
-        except ValueError as e:
-            raise TaskError(f"{path}:{i}: not valid JSON: {e}") from None
+    for i, rec in read_jsonl(path, what="predictions file", error=TaskError):
         if not isinstance(rec, dict) or "id" not in rec:
             raise TaskError(f"{path}:{i}: field id missing")
         if "prediction" not in rec:
