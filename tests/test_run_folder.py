@@ -161,10 +161,11 @@ def _in_namespace(tmp_path: Path, size: str, before: str, between: str) -> None:
 
 @pytest.mark.skipif(not _namespace_ok(), reason="needs unshare and tmpfs mounts in a user namespace")
 def test_output_on_a_full_tmpfs_then_resume_after_freeing_space(tmp_path, baseline):
-    """A real full filesystem: a 1 MiB tmpfs filled up but for 8 KiB (two pages: the lock file and the samples log fit, results.json does not); the run fails with one line; after the
-    filler is removed, --resume finishes with the uninterrupted run's samples."""
-    _in_namespace(tmp_path, "1m", before='cat /dev/zero > "$D/filler" 2>/dev/null; truncate -s -8192 "$D/filler"',
-                  between='rm "$D/filler"')
+    """A real full filesystem: a 1 MiB tmpfs filled up but for 8 KiB (two pages: the lock file and the samples
+    log fit, results.json does not); the run fails with one line; after the filler is removed, --resume
+    finishes with the uninterrupted run's samples."""
+    fill = 'cat /dev/zero > "$D/filler" 2>/dev/null; truncate -s -8192 "$D/filler"'
+    _in_namespace(tmp_path, "1m", before=fill, between='rm "$D/filler"')
     first = (tmp_path / "first.err").read_text().strip()
     assert (tmp_path / "first.rc").read_text().strip() == "2", first
     assert first.splitlines() == [f"error: --output {tmp_path / 'mnt' / 'run'}: no space left; free space and "
