@@ -109,7 +109,7 @@ def write_video(path: Path, frames: int = 8, fps: int = 4, size: tuple[int, int]
 # ---------------------------------------------------------------- a served model
 
 @contextmanager
-def serve_process(model: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Iterator[str]:
+def serve_process(model: str, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Iterator[str]:
     """Start `serve --model MODEL ARGS` on 127.0.0.1 and yield its base URL once /health answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
