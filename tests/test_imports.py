@@ -13,7 +13,8 @@ from qwen3vl_eval.commands import resolve_target
 from qwen3vl_eval.errors import InputError
 
 PKG = Path(qwen3vl_eval.__file__).parent
-ALLOWED = {"model": ("errors", "runtime", "model"), "processor": ("errors", "processor")}
+# errors and jsonio (bounded JSON reading, which imports only errors) are the bottom of the package
+ALLOWED = {"model": ("errors", "jsonio", "runtime", "model"), "processor": ("errors", "jsonio", "processor")}
 
 
 def _imports(path: Path) -> set[str]:
