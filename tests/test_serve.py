@@ -21,6 +21,7 @@ from helpers import serve_process
 from PIL import Image
 
 from qwen3vl_eval.backends import make_backend
+from qwen3vl_eval.backends.media_policy import MediaPolicy
 from qwen3vl_eval.backends.native import Engine
 from qwen3vl_eval.backends.openai import OpenAIBackend, to_openai_messages
 from qwen3vl_eval.backends.serve import create_app, parse_messages
@@ -63,11 +64,13 @@ class ServerThread:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_ckpt: Path, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[ServerThread]:
-    """The tiny model served with a key and micro-batching (up to 4 requests, 100 ms window)."""
+def server(tiny_ckpt: Path, media: Path, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[ServerThread]:
+    """The tiny model served with a key and micro-batching (up to 4 requests, 100 ms window); local media
+    allowed under the test's media folder (for file:// video URLs)."""
     monkeypatch_module.setenv(KEY_ENV, KEY)
     engine = Engine(tiny_ckpt, device="cpu", dtype="float32")
-    app = create_app(engine, model_name="tiny", api_key=KEY, max_batch_size=4, batch_wait_ms=100)
+    app = create_app(engine, model_name="tiny", api_key=KEY, max_batch_size=4, batch_wait_ms=100,
+                     media=MediaPolicy(allowed_root=media))
     srv = ServerThread(app)
     srv.app = app
     yield srv
@@ -177,7 +180,7 @@ def test_auth_and_models(server: ServerThread) -> None:
     ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n=2"),
     ({"messages": [{"role": "user", "content": "hi"}], "stream": True}, 400, "stream"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "/no/such.png"}}]}]},
-     400, "no such file"),
+     400, "media source refused or unreadable"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, 400, "url"),
     ({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}, 404, "not found"),
 ])

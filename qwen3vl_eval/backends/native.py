@@ -25,6 +25,7 @@ from qwen3vl_eval.model.sampling import GenerationParams
 from qwen3vl_eval.model.weights import load_model
 from qwen3vl_eval.processor import BatchInputs, Processor
 from qwen3vl_eval.processor.chat import split_reasoning
+from qwen3vl_eval.processor.messages import as_batch, media_items
 from qwen3vl_eval.runtime.device import dtype_name, resolve_device, resolve_dtype
 from qwen3vl_eval.runtime.provenance import device_label, software_versions
 from qwen3vl_eval.runtime.timing import Timings, free
@@ -100,10 +101,11 @@ class Engine:
         return self.defaults.with_overrides(**overrides)
 
     def chat(self, conversations: list, params: GenerationParams | None = None, *, base_dir: str | Path | None = None,
-             on_tokens=None, fit_context: bool = False) -> list[Reply]:
+             on_tokens=None, fit_context: bool = False, max_pixels: int | None = None) -> list[Reply]:
         """Replies to a batch of conversations (CONTRACTS section 4 messages), generated together. A prompt plus
         `max_new_tokens` beyond the context is an InputError before anything runs; with `fit_context`,
-        `max_new_tokens` is lowered to the room the prompt leaves instead."""
+        `max_new_tokens` is lowered to the room the prompt leaves instead. `max_pixels` bounds the processed
+        pixels (patches x patch area) of each conversation, checked before the vision tower runs."""
         params = params or self.defaults
         if not params.eos_token_ids:
             params = replace(params, eos_token_ids=self.defaults.eos_token_ids)
@@ -114,6 +116,8 @@ class Engine:
         if fit_context and 1 <= self.context - prompt_len < params.max_new_tokens:
             params = replace(params, max_new_tokens=self.context - prompt_len)
         check_context(prompt_len, params.max_new_tokens, self.context)
+        if max_pixels is not None:
+            check_pixels(conversations, batch, self.model.config.vision.patch_size ** 2, max_pixels)
         batch = batch.to(self.device, self.dtype)
         self.timings.preprocess += time.perf_counter() - t0
         tok = self.processor.tokenizer
@@ -175,6 +179,18 @@ class Engine:
         text = out.text if out.text is not None else self.processor.tokenizer.decode(out.token_ids)
         reasoning, answer = split_reasoning(text)
         return Reply(text, out.token_ids, out.finish_reason, reasoning, answer, int(prompt_tokens))
+
+
+def check_pixels(conversations: list, batch: BatchInputs, patch_area: int, limit: int) -> None:
+    """InputError when one conversation's images and videos add up to more than `limit` processed pixels."""
+    counts = [[it.kind for it in media_items(c, i)] for i, c in enumerate(as_batch(conversations)[0])]
+    grids = {"image": iter(batch.image_grid_thw.prod(-1).tolist() if batch.image_grid_thw is not None else []),
+             "video": iter(batch.video_grid_thw.prod(-1).tolist() if batch.video_grid_thw is not None else [])}
+    for i, kinds in enumerate(counts):
+        pixels = sum(next(grids[k]) for k in kinds) * patch_area
+        if pixels > limit:
+            raise InputError(f"conversation {i}: its images and videos come to {pixels} pixels after resizing, "
+                             f"over the limit of {limit} per request; send fewer or smaller (max_pixels) media")
 
 
 def check_token_ids(params: GenerationParams, vocab_size: int, source: object) -> None:

@@ -1,17 +1,23 @@
 """An OpenAI-compatible chat-completions server over the native `Engine` (FastAPI + uvicorn).
 
 Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /health` (no key needed). Message content parts may
-be OpenAI style (`text`, `image_url`, `video_url`; the URL a data URL, an http(s) URL, a `file://` URL or a path
-on the server's filesystem) or CONTRACTS section 4 items (`image`, `video`); per-item options (`min_pixels`,
+be OpenAI style (`text`, `image_url`, `video_url`) or CONTRACTS section 4 items (`image`, `video`); every media
+source goes through a `MediaPolicy` (data URIs by default; local files and remote URLs only when the operator
+opts in, see `media_policy`); per-item options (`min_pixels`,
 `max_pixels`, `fps`, `min_frames`, `max_frames`) may sit on the part or inside its `image_url`/`video_url`
 object. Sampling fields the request leaves out take the checkpoint's `generation_config.json` defaults, as vLLM
 does. Each choice also carries `token_ids` (the generated ids, eos included), an extension other servers lack.
 
-The model is not thread-safe, so one worker thread runs every request. With `max_batch_size > 1` it collects the
-requests that arrive within `batch_wait_ms` of the first (up to the limit) and runs those sharing generation
-parameters as one `Engine.chat` batch; greedy replies do not depend on the batching (fp32). A batch that fails
-is rerun one request at a time, so one bad request fails alone. Errors are JSON `{"error": {"message", "type",
-"code"}}` with status 400 (bad request), 401 (key), 404 (model) or 500, never a traceback.
+Bounded work (`Limits`): the body size, JSON nesting, images and videos per request, processed pixels per
+request, `max_tokens` (at most the context left by the prompt, which is also the default cap; a prompt plus
+`max_tokens` beyond the context is a 400 before anything is allocated), and the queue (429 when full). A
+request whose client disconnects is cancelled: dropped if still queued, stopped at the next decode step if
+running (`Ticket.cancel`, which a streaming response can use too).
+
+The model is not thread-safe, so one worker thread runs every request, micro-batched (`serve_worker`); greedy
+replies do not depend on the batching (fp32). Errors are JSON `{"error": {"message", "type",
+"code"}}` with status 400 (bad request), 401 (key), 404 (model), 413 (body too large), 429 (queue full) or 500,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -20,23 +26,23 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import queue
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from qwen3vl_eval.backends.base import Reply
+from qwen3vl_eval.backends.media_policy import MediaPolicy
 from qwen3vl_eval.backends.native import Engine
+from qwen3vl_eval.backends.serve_worker import BatchWorker, Cancelled, QueueFull, Ticket
 from qwen3vl_eval.errors import InputError
+from qwen3vl_eval.jsonio import loads
 from qwen3vl_eval.model.sampling import GenerationParams
-from qwen3vl_eval.processor.messages import item_options, media_items
+from qwen3vl_eval.processor.messages import SOURCE_KEYS, item_options, media_items
 
 log = logging.getLogger("qwen3vl_eval.backends.serve")
 
@@ -51,19 +57,34 @@ class RequestError(InputError):
     """A request that cannot be served as asked (HTTP 400)."""
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Per-request bounds (`serve --help` names the options)."""
+
+    max_body_bytes: int = 32 << 20
+    max_images: int = 32
+    max_videos: int = 4
+    max_pixels: int = 1 << 26  # processed pixels per request (patches x patch area), ~4 images at the released max
+    max_tokens: int | None = None  # None: the context left by the prompt
+    max_queue: int = 64
+
+
 # ------------------------------------------------------------------------------------------------ parsing
 def _number(body: dict, key: str, kind: type, *, low: float | None = None) -> Any:
     value = body.get(key)
     if value is None:
         return None
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        ok = ok and float(value).is_integer()
+    if ok and kind is int:
+        ok = isinstance(value, int) or (abs(value) < 2**63 and float(value).is_integer())
     if not ok:
         raise RequestError(f"{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
     if low is not None and value < low:
         raise RequestError(f"{key}: must be >= {low}, got {value!r}")
-    return kind(value)
+    try:
+        return kind(value)
+    except OverflowError:
+        raise RequestError(f"{key}: {value!r} is out of range") from None
 
 
 def parse_params(body: dict, defaults: GenerationParams) -> GenerationParams:
@@ -75,7 +96,7 @@ def parse_params(body: dict, defaults: GenerationParams) -> GenerationParams:
     max_tokens = _number(body, "max_completion_tokens", int, low=1)
     if max_tokens is None:
         max_tokens = _number(body, "max_tokens", int, low=1)
-    top_k = _number(body, "top_k", int)
+    top_k = _number(body, "top_k", int, low=-1)  # -1 and 0: off (vLLM)
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -92,7 +113,7 @@ def parse_params(body: dict, defaults: GenerationParams) -> GenerationParams:
             repetition_penalty=_number(body, "repetition_penalty", float),
             stop=tuple(stop) if stop else None, ignore_eos=ignore_eos)
     except InputError as e:
-        raise RequestError(str(e)) from None
+        raise RequestError(str(e).replace("max_new_tokens", "max_tokens")) from None
 
 
 def convert_part(part: Any, where: str) -> dict:
@@ -113,8 +134,9 @@ def convert_part(part: Any, where: str) -> dict:
                        f"video)")
 
 
-def parse_messages(body: dict) -> list[dict]:
-    """The request's messages as a conversation in the CONTRACTS section 4 format, validated."""
+def parse_messages(body: dict, policy: MediaPolicy | None = None, limits: Limits | None = None) -> list[dict]:
+    """The request's messages as a conversation in the CONTRACTS section 4 format, validated; every media
+    source passed through `policy` (default: data URIs only) and counted against `limits`."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages: expected a non-empty list")
@@ -131,10 +153,39 @@ def parse_messages(body: dict) -> list[dict]:
             raise RequestError(f"{where}.content: expected a string or a list of parts")
         conversation.append({"role": role, "content": content if content is not None else ""})
     try:
-        media_items(conversation, 0)
+        items = media_items(conversation, 0)
     except InputError as e:
         raise RequestError(str(e).replace("conversation 0, message", "message")) from None
-    return conversation
+    limits = limits or Limits()
+    for kind, cap in (("image", limits.max_images), ("video", limits.max_videos)):
+        n = sum(item.kind == kind for item in items)
+        if n > cap:
+            raise RequestError(f"messages: {n} {kind}s in one request; this server takes at most {cap}")
+    return police_media(conversation, policy or MediaPolicy())
+
+
+def police_media(conversation: list[dict], policy: MediaPolicy) -> list[dict]:
+    """A copy of a validated conversation whose image and video items hold only what `policy` allows the
+    processor to read (a data URI, a confined path or fetched bytes)."""
+    out = []
+    for m, message in enumerate(conversation):
+        content = message["content"]
+        if isinstance(content, list):
+            content = [_policed_item(item, policy, f"messages[{m}].content[{i}]") for i, item in enumerate(content)]
+        out.append({**message, "content": content})
+    return out
+
+
+def _policed_item(item: dict, policy: MediaPolicy, where: str) -> dict:
+    kind = item.get("type")
+    if kind not in ("image", "video"):
+        return item
+    value = next(item[k] for k in SOURCE_KEYS[kind] if item.get(k) is not None)
+    try:
+        source = policy.resolve(value)
+    except InputError as e:
+        raise RequestError(f"{where}: {e}") from None
+    return {"type": kind, kind: source, **item_options(kind, item)}
 
 
 def completion(reply: Reply, model: str) -> dict[str, Any]:
@@ -155,100 +206,46 @@ def error_response(status: int, message: str, kind: str, headers: dict | None = 
                         headers=headers)
 
 
-# ------------------------------------------------------------------------------------------------ worker
-@dataclass
-class _Job:
-    conversation: list[dict]
-    params: GenerationParams
-    future: Future = field(default_factory=Future)
+# ------------------------------------------------------------------------------------------------ waiting
+async def wait_for(request: Request, ticket: Ticket, poll_s: float = 0.1) -> Reply:
+    """The ticket's reply; the ticket is cancelled as soon as the client disconnects (raises Cancelled)."""
+    waiter = asyncio.wrap_future(ticket.future)
+    while True:
+        done, _ = await asyncio.wait({waiter}, timeout=poll_s)
+        if done:
+            return waiter.result()
+        if await request.is_disconnected():
+            ticket.cancel()
+            raise Cancelled()
 
 
-class BatchWorker:
-    """One thread that owns the engine: runs queued requests, micro-batched by shared generation parameters."""
-
-    def __init__(self, engine: Any, max_batch_size: int = 1, batch_wait_ms: float = 5.0) -> None:
-        if max_batch_size < 1:
-            raise InputError(f"--max-batch-size {max_batch_size}: must be at least 1")
-        self.engine = engine
-        self.max_batch_size = max_batch_size
-        self.batch_wait_s = max(0.0, batch_wait_ms) / 1000
-        self.batches: list[int] = []  # size of every engine.chat call, for tests and logs
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="qwen3vl-serve-worker", daemon=True)
-        self._thread.start()
-
-    def submit(self, conversation: list[dict], params: GenerationParams) -> Future:
-        job = _Job(conversation, params)
-        self._queue.put(job)
-        return job.future
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
-        jobs, stop = [first], False
-        deadline = time.monotonic() + self.batch_wait_s
-        while len(jobs) < self.max_batch_size:
-            try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if job is None:
-                stop = True
-                break
-            jobs.append(job)
-        return jobs, stop
-
-    def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs, stop = self._collect(first)
-            groups: dict[GenerationParams, list[_Job]] = {}
-            for job in jobs:
-                groups.setdefault(job.params, []).append(job)
-            for params, group in groups.items():
-                self._run(group, params)
-            if stop:
-                return
-
-    def _run(self, jobs: list[_Job], params: GenerationParams) -> None:
-        jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]
-        if not jobs:
-            return
-        try:
-            self.batches.append(len(jobs))
-            replies = self.engine.chat([j.conversation for j in jobs], params)
-        except Exception as e:  # noqa: BLE001 - reported to the client, never raised in the worker
-            if len(jobs) > 1:  # find the culprit: each request alone
-                for job in jobs:
-                    fresh = _Job(job.conversation, job.params, Future())
-                    self._run([fresh], params)
-                    _transfer(fresh.future, job.future)
-                return
-            if not isinstance(e, InputError):
-                log.exception("request failed")
-            jobs[0].future.set_exception(e)
-            return
-        for job, reply in zip(jobs, replies):
-            job.future.set_result(reply)
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (RequestError 'too large') past `limit` bytes, announced or streamed."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise BodyTooLarge(f"the request body of {length} bytes is over the {limit} byte limit")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(f"the request body is over the {limit} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def _transfer(src: Future, dst: Future) -> None:
-    if src.exception() is not None:
-        dst.set_exception(src.exception())
-    else:
-        dst.set_result(src.result())
+class BodyTooLarge(RequestError):
+    """HTTP 413."""
 
 
 # ------------------------------------------------------------------------------------------------ app
 def create_app(engine: Any, *, model_name: str | None = None, api_key: str | None = None,
-               max_batch_size: int = 1, batch_wait_ms: float = 5.0) -> FastAPI:
+               max_batch_size: int = 1, batch_wait_ms: float = 5.0, media: MediaPolicy | None = None,
+               limits: Limits | None = None) -> FastAPI:
     """The FastAPI app serving `engine` (anything with the Engine's `chat`, `defaults` and `info`)."""
     name = model_name or str(getattr(engine, "name", "model"))
-    worker = BatchWorker(engine, max_batch_size, batch_wait_ms)
+    limits, media = limits or Limits(), media or MediaPolicy()
+    worker = BatchWorker(engine, max_batch_size, batch_wait_ms, max_queue=limits.max_queue,
+                         max_pixels=limits.max_pixels)
     created = int(time.time())
 
     @contextlib.asynccontextmanager
@@ -270,8 +267,8 @@ def create_app(engine: Any, *, model_name: str | None = None, api_key: str | Non
                               {"WWW-Authenticate": "Bearer"})
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "queued": worker.queued(), **worker.stats}
 
     @app.get("/v1/models")
     async def models(request: Request) -> Any:
@@ -285,9 +282,11 @@ def create_app(engine: Any, *, model_name: str | None = None, api_key: str | Non
         if (resp := denied(request)) is not None:
             return resp
         try:
-            body = await request.json()
-        except ValueError as e:
-            return error_response(400, f"the request body is not valid JSON ({e})", "invalid_request_error")
+            body = loads(await read_body(request, limits.max_body_bytes), "the request body", error=RequestError)
+        except BodyTooLarge as e:
+            return error_response(413, str(e), "invalid_request_error")
+        except InputError as e:
+            return error_response(400, str(e), "invalid_request_error")
         if not isinstance(body, dict):
             return error_response(400, "the request body must be a JSON object", "invalid_request_error")
         requested = body.get("model")
@@ -295,11 +294,15 @@ def create_app(engine: Any, *, model_name: str | None = None, api_key: str | Non
             return error_response(404, f"model {requested!r} not found; this server serves {name!r}",
                                   "not_found_error")
         try:
-            conversation = parse_messages(body)
-            params = parse_params(body, engine.defaults)
-            reply = await asyncio.wrap_future(worker.submit(conversation, params))
+            params, fit = request_params(body, engine.defaults, limits)
+            conversation = parse_messages(body, media, limits)
+            reply = await wait_for(request, worker.submit(conversation, params, fit))
         except InputError as e:
             return error_response(400, str(e), "invalid_request_error")
+        except QueueFull as e:
+            return error_response(429, str(e), "rate_limit_error", {"Retry-After": "1"})
+        except Cancelled:
+            return error_response(499, "the client closed the request", "cancelled")
         except Exception as e:  # noqa: BLE001 - one line to the client, the traceback in the server log
             return error_response(500, f"internal error: {type(e).__name__}: {e}", "server_error")
         return completion(reply, name)
@@ -307,12 +310,26 @@ def create_app(engine: Any, *, model_name: str | None = None, api_key: str | Non
     return app
 
 
+def request_params(body: dict, defaults: GenerationParams, limits: Limits) -> tuple[GenerationParams, bool]:
+    """The request's generation parameters and whether `max_tokens` was left to the server (then it is the
+    default lowered to the context the prompt leaves, `fit_context`). An explicit value over `limits.max_tokens`
+    is a RequestError; one beyond the context fails in the engine before anything is allocated."""
+    params = parse_params(body, defaults)
+    explicit = body.get("max_completion_tokens", body.get("max_tokens")) is not None
+    cap = limits.max_tokens
+    if cap is not None and params.max_new_tokens > cap:
+        if explicit:
+            raise RequestError(f"max_tokens: {params.max_new_tokens} is over this server's limit of {cap}")
+        params = params.with_overrides(max_new_tokens=cap)
+    return params, not explicit
+
+
 def serve(engine: Engine, *, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None,
           api_key: str | None = None, max_batch_size: int = 1, batch_wait_ms: float = 5.0,
-          log_level: str = "info") -> None:
+          log_level: str = "info", media: MediaPolicy | None = None, limits: Limits | None = None) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
     app = create_app(engine, model_name=model_name, api_key=api_key, max_batch_size=max_batch_size,
-                     batch_wait_ms=batch_wait_ms)
+                     batch_wait_ms=batch_wait_ms, media=media, limits=limits)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

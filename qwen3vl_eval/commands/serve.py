@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -38,9 +39,25 @@ def serve(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+    allowed_media_root: Path = typer.Option(None, "--allowed-media-root", help="let requests name local files "
+                                            "under this folder (default: only data: URIs)"),
+    allow_remote_media: bool = typer.Option(False, "--allow-remote-media", help="let requests name http(s) URLs "
+                                            "of public hosts (fetched here; private addresses refused)"),
+    remote_media_mb: float = typer.Option(64, "--remote-media-max-mb", help="largest media file read, MB"),
+    remote_media_timeout: float = typer.Option(20, "--remote-media-timeout", help="seconds to fetch one URL"),
+    max_body_mb: float = typer.Option(32, "--max-body-mb", help="largest request body, MB (413 above)"),
+    max_images: int = typer.Option(32, "--max-images", help="images per request"),
+    max_videos: int = typer.Option(4, "--max-videos", help="videos per request"),
+    max_pixels: int = typer.Option(1 << 26, "--max-pixels-per-request", help="processed pixels per request"),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="max_tokens cap (default: the context the "
+                                   "prompt leaves)"),
+    max_queue: int = typer.Option(64, "--max-queue", help="requests waiting at most (429 above)"),
 ) -> None:
-    """Serve POST /v1/chat/completions, GET /v1/models and GET /health until interrupted."""
+    """Serve POST /v1/chat/completions, GET /v1/models and GET /health until interrupted. Requests may name
+    media by data: URI only, unless --allowed-media-root or --allow-remote-media says otherwise."""
+    from qwen3vl_eval.backends.media_policy import MediaPolicy
     from qwen3vl_eval.backends.native import Engine
+    from qwen3vl_eval.backends.serve import Limits
     from qwen3vl_eval.backends.serve import serve as run_server
 
     api_key = None
@@ -52,9 +69,21 @@ def serve(
         raise InputError(f"--max-batch-size {max_batch_size}: must be at least 1")
     if not 0 <= port <= 65535:
         raise InputError(f"--port {port}: must be in 0..65535")
+    positive = {"--max-images": max_images, "--max-videos": max_videos, "--max-pixels-per-request": max_pixels,
+                "--max-queue": max_queue, "--max-body-mb": max_body_mb, "--remote-media-max-mb": remote_media_mb,
+                "--remote-media-timeout": remote_media_timeout, "--max-tokens": max_tokens or 1}
+    for flag, value in positive.items():
+        if not 0 < value < 2**53:
+            raise InputError(f"{flag} {value}: must be a positive number")
+    if allowed_media_root is not None and not allowed_media_root.is_dir():
+        raise InputError(f"--allowed-media-root {allowed_media_root}: no such folder")
+    media = MediaPolicy(allowed_root=allowed_media_root, allow_remote=allow_remote_media,
+                        max_bytes=int(remote_media_mb * (1 << 20)), timeout_s=remote_media_timeout)
+    limits = Limits(max_body_bytes=int(max_body_mb * (1 << 20)), max_images=max_images, max_videos=max_videos,
+                    max_pixels=max_pixels, max_tokens=max_tokens, max_queue=max_queue)
     if not _is_loopback(host) and api_key is None:
-        print(f"warning: listening on {host} without --api-key-env; anyone who can reach it can use the model "
-              f"and make it read files it can see", file=sys.stderr)
+        print(f"warning: listening on {host} without --api-key-env; anyone who can reach it can use the model",
+              file=sys.stderr)
     target = resolve_target(model, device, dtype)
     engine = Engine(target.path, device=target.device, dtype=target.dtype, video_prompt=video_prompt,
                     model_name=target.name)
@@ -62,4 +91,4 @@ def serve(
     print(f"serving {name} on http://{host}:{port}/v1 ({engine.info()['device']}, {engine.info()['dtype']})",
           file=sys.stderr)
     run_server(engine, host=host, port=port, model_name=name, api_key=api_key, max_batch_size=max_batch_size,
-               batch_wait_ms=batch_wait_ms, log_level=log_level)
+               batch_wait_ms=batch_wait_ms, log_level=log_level, media=media, limits=limits)
