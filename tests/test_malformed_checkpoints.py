@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import assert_clean_error, cli
 from safetensors.torch import save_file
-from test_hostile_inputs import assert_clean_error, cli
 
 from qwen3vl_eval.model.config import PRESETS, Qwen3VLConfig, check_config
 

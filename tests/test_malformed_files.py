@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_clean_error, cli
 from PIL import Image
-from test_hostile_inputs import assert_clean_error, cli
 
 from qwen3vl_eval.jsonio import MAX_DEPTH, MAX_MESSAGES_BYTES, loads, nesting_depth
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_reliability import env, qcli, start
+from helpers import qcli, start, subprocess_env
 
 from qwen3vl_eval.eval.rundir import LOCK_NAME, RunLock
 from qwen3vl_eval.eval.runner import read_records
@@ -86,7 +86,7 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path, baseline):
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from qwen3vl_eval.eval.rundir import "
                                "RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); "
-                               "time.sleep(600)", str(out)], stdout=subprocess.PIPE, text=True, env=env())
+                               "time.sleep(600)", str(out)], stdout=subprocess.PIPE, text=True, env=subprocess_env())
     assert holder.stdout.readline().strip() == "held"
     _one_line(qcli(*RUN, "--output", str(out)), f"pid {holder.pid}")
     holder.kill()
@@ -153,8 +153,8 @@ def _in_namespace(tmp_path: Path, size: str, before: str, between: str) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     script = SCRIPT.format(size=size, before=before, between=between, run=" ".join(RUN))
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], env={**env(), "D": str(mnt), "T": str(tmp_path),
-                       "PY": sys.executable, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+    env = {**subprocess_env(), "D": str(mnt), "T": str(tmp_path), "PY": sys.executable, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], env=env, capture_output=True, text=True,
                        timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr
 

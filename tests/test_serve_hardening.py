@@ -19,8 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _media import write_video
-from _serving import serve_process
+from helpers import serve_process, write_video
 from PIL import Image
 
 from qwen3vl_eval.backends.media_policy import REFUSED, MediaPolicy, MediaRefused, public_address
