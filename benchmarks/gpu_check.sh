@@ -80,7 +80,7 @@ if torch.cuda.is_available():
     print("env device", p.name, f"{p.total_memory / 2**30:.1f} GiB", "sm", f"{p.major}.{p.minor}")
 missing = []
 for m in ("av", "tokenizers", "safetensors", "typer", "jinja2", "PIL", "matplotlib", "transformers",
-          "qwen3vl_eval.cli", "qwen3vl_eval.bench.core"):
+          "qwen3vl_eval.cli", "qwen3vl_eval.bench.measure"):
     try:
         mod = importlib.import_module(m)
         print(f"env ok {m} {getattr(mod, '__version__', '')}")

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from qwen3vl_eval.bench.core import write_outputs
+from qwen3vl_eval.bench.report import write_outputs
 
 
 def _fmt(v: float | None, nd: int = 1) -> str:

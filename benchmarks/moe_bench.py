@@ -16,9 +16,10 @@ What runs, in order, each phase skipped (and said so in the JSON) once `--max-se
    `generate` (its default experts implementation unless `--hf-experts` says otherwise).
 The JSON is rewritten after every phase, so a run killed by a timeout still leaves what it measured.
 
-Bandwidth: the device's nominal peak (`qwen3vl_eval.bench.core.device_peak`, from its name) and a measured one (a large
-device-to-device copy, read + write bytes over time); each bound is bytes per token / bandwidth. Bytes per token:
-active parameters x dtype size, plus the KV cache read at the mean context, for a batch-1 token.
+Bandwidth: the device's nominal peak (`qwen3vl_eval.bench.rooflines.device_peak`, from its name) and a measured one (a
+large device-to-device copy, read + write bytes over time); each bound is bytes per token / bandwidth. Bytes per
+token: the parameters a decode step reads (`qwen3vl_eval.bench.rooflines.decode_params`, per token of the batch) x
+dtype size, plus the KV cache read at the mean context.
 
 Legend: E experts, K experts per token, H hidden, I moe intermediate, L layers, B batch, P prompt tokens.
 """
@@ -38,6 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from qwen3vl_eval.bench.rooflines import decode_params, device_peak, kv_bytes, param_counts  # noqa: E402
 from qwen3vl_eval.checkpoints.tiny import TINY_CONFIGS  # noqa: E402
 from qwen3vl_eval.model.config import Qwen3VLConfig  # noqa: E402
 from qwen3vl_eval.model.generate import generate  # noqa: E402
@@ -57,37 +59,6 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 
 
 # ------------------------------------------------------------------------------------------------ arithmetic
-def active_params(config: Qwen3VLConfig, batch_size: int = 1) -> dict[str, float]:
-    """Parameters read per decode step for `batch_size` tokens: every non-expert decoder weight, the router, the
-    experts chosen (K for one token; the expected number of distinct experts under uniform routing for B > 1),
-    the final norm, lm_head and one embedding row per token. The ViT does not run while decoding."""
-    t = config.text
-    H, D, V = t.hidden_size, t.head_dim, t.vocab_size
-    attn = H * D * (2 * t.num_attention_heads + 2 * t.num_key_value_heads) + 2 * D + 2 * H  # q k v o, q/k norm, 2 norms
-    expert = 3 * H * t.moe_intermediate_size  # gate, up, down
-    distinct = t.num_experts * (1 - (1 - t.num_experts_per_tok / max(t.num_experts, 1)) ** batch_size)
-    moe_layers = sum(t.is_moe_layer(i) for i in range(t.num_hidden_layers))
-    dense_layers = t.num_hidden_layers - moe_layers
-    experts = moe_layers * distinct * expert
-    router = moe_layers * t.num_experts * H
-    dense = dense_layers * 3 * H * t.intermediate_size
-    head = V * H + H + batch_size * H  # lm_head (or tied table), final norm, embedding rows
-    return {"attention": t.num_hidden_layers * attn, "experts": experts, "router": router, "dense_mlp": dense,
-            "head_and_embed": head, "total": t.num_hidden_layers * attn + experts + router + dense + head}
-
-
-def total_params(config: Qwen3VLConfig) -> int:
-    with torch.device("meta"):
-        from qwen3vl_eval.model.qwen3vl import Qwen3VL
-        model = Qwen3VL(config)
-    return sum(p.numel() for p in model.parameters())
-
-
-def kv_bytes_per_token(config: Qwen3VLConfig, context: float, dtype_bytes: int) -> float:
-    t = config.text
-    return t.num_hidden_layers * 2 * t.num_key_value_heads * t.head_dim * context * dtype_bytes
-
-
 def measured_bandwidth_gbs(device: torch.device, mib: int) -> float | None:
     """Read + write bytes per second of a large same-device copy (best of 5)."""
     try:
@@ -104,12 +75,8 @@ def nominal_bandwidth_gbs(device: torch.device) -> tuple[str, float | None]:
     if device.type != "cuda":
         return platform.processor() or "cpu", None
     name = torch.cuda.get_device_name(device)
-    try:
-        from qwen3vl_eval.bench.core import device_peak
-        peak = device_peak(name)
-        return name, peak.bandwidth_gbs if peak else None
-    except ImportError:
-        return name, None
+    peak = device_peak(name)
+    return name, peak.bandwidth_gbs if peak else None
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -222,47 +189,53 @@ def bench_native(model: torch.nn.Module, impl: str, args: argparse.Namespace, de
             "decode_tokens_per_s_all": [B * steps / r["decode_s"] for r in timed if r["decode_s"] > 0]}
 
 
-@torch.inference_mode()
 def bench_hf(config: Qwen3VLConfig, args: argparse.Namespace, device: torch.device, dtype: torch.dtype,
              budget: Budget) -> dict[str, Any]:
+    """transformers through the backend contract (`HFBackend.random` on a weightless preset folder, a text
+    prompt of --prompt-tokens filler tokens in the chat template); prefill and decode times come from its
+    `Timings` record, decode timed inside the generation loop."""
+    import tempfile
+
     import transformers
-    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
 
-    hf_cfg = Qwen3VLMoeConfig.from_dict(config.to_hf())
-    kwargs = {"experts_implementation": args.hf_experts} if args.hf_experts else {}
-    t0 = time.perf_counter()
-    with torch.device(device):
-        model = Qwen3VLMoeForConditionalGeneration._from_config(hf_cfg, dtype=dtype, **kwargs).eval()
-    build_s = time.perf_counter() - t0
-    experts_impl = getattr(model.config.text_config, "_experts_implementation", None)
-    B, P = args.batch_size, args.prompt_tokens
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, min(config.text.vocab_size, 150000), (B, P), generator=g).to(device)
-    mask = torch.ones_like(ids)
+    from qwen3vl_eval.backends.hf import HFBackend
+    from qwen3vl_eval.bench.inputs import BenchConfig, BenchInputs
+    from qwen3vl_eval.bench.models import preset_folder
+    from qwen3vl_eval.processor import Processor
 
-    def timed(n: int) -> float:
-        synchronize(device)
-        t = time.perf_counter()
-        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
-                             min_new_tokens=n, eos_token_id=None, pad_token_id=0)
-        synchronize(device)
-        assert out.shape[1] == P + n, out.shape
-        return time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = preset_folder(config, Path(tmp) / "preset")
+        kwargs = {"experts_implementation": args.hf_experts} if args.hf_experts else {}
+        t0 = time.perf_counter()
+        backend = HFBackend.random(folder, name=args.preset, device=device, dtype=dtype, model_kwargs=kwargs)
+        build_s = time.perf_counter() - t0
+        experts_impl = getattr(backend.model.config.text_config, "_experts_implementation", None)
+        B, P = args.batch_size, args.prompt_tokens
+        with BenchInputs(Processor.from_pretrained(folder), workdir=Path(tmp)) as inputs:
+            convs = inputs.conversations(BenchConfig(B, P, args.new_tokens))
 
-    reset_peak_memory(device)
-    timed(2)  # warm-up
-    t1 = min(timed(1) for _ in range(2))
-    t4 = timed(4)
-    per_token = max((t4 - t1) / 3, 1e-6)
-    # as many new tokens as fit in what is left of the budget (keep a margin), at most --new-tokens
-    n = int(min(args.new_tokens, max(4, (budget.left * 0.5 - t1) / per_token)))
-    tn = timed(n)
+            def timed(n: int) -> tuple[Timings, int]:
+                before = backend.timings.copy()
+                replies = backend.chat(convs, GenerationParams(max_new_tokens=n, temperature=0.0, ignore_eos=True))
+                assert all(len(r.token_ids) == n for r in replies), [len(r.token_ids) for r in replies]
+                return backend.timings - before, max(r.prompt_tokens for r in replies)
+
+            reset_peak_memory(device)
+            warm, _ = timed(4)  # warm-up, and the per-token estimate for the budget
+            per_token = max(warm.decode / 3, 1e-6)
+            # as many new tokens as fit in what is left of the budget (keep a margin), at most --new-tokens
+            n = int(min(args.new_tokens, max(4, (budget.left * 0.5 - warm.prefill) / per_token)))
+            spent, input_tokens = timed(n)
+        peak = peak_memory_mb(device)[0]
+        backend.close()
     steps = n - 1
-    decode_s = max(tn - t1, 1e-9)
+    decode_s = max(spent.decode, 1e-9)
+    ttft_s = spent.vision + spent.prefill
     return {"backend": "hf", "impl": f"transformers {transformers.__version__} experts={experts_impl}",
-            "cuda_graph": False, "batch_size": B, "prompt_tokens": P, "new_tokens": n, "repeats": 1,
-            "ttft_ms": t1 * 1e3, "prefill_tokens_per_s": B * P / t1, "decode_tokens_per_s": B * steps / decode_s,
-            "tpot_ms": decode_s / steps * 1e3, "peak_memory_mb": peak_memory_mb(device)[0], "build_s": build_s}
+            "cuda_graph": False, "batch_size": B, "prompt_tokens": P, "input_tokens": input_tokens,
+            "new_tokens": n, "repeats": 1, "ttft_ms": ttft_s * 1e3, "prefill_tokens_per_s": B * input_tokens / ttft_s,
+            "decode_tokens_per_s": B * steps / decode_s, "tpot_ms": decode_s / steps * 1e3,
+            "peak_memory_mb": peak, "build_s": build_s}
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -305,12 +278,13 @@ def main(argv: list[str] | None = None) -> int:
 
     t = config.text
     dtype_bytes = torch.empty((), dtype=dtype).element_size()
-    act = active_params(config, args.batch_size)
+    act = decode_params(config, args.batch_size)
     name, nominal = nominal_bandwidth_gbs(device)
     measured = measured_bandwidth_gbs(device, args.bandwidth_mib if device.type == "cuda" else 256)
     bw = {"nominal": nominal, "measured": measured}
     context = args.prompt_tokens + args.new_tokens / 2
-    token_bytes = act["total"] * dtype_bytes / args.batch_size + kv_bytes_per_token(config, context, dtype_bytes)
+    kv_token = kv_bytes(config, context=context, batch_size=1, dtype_bytes=dtype_bytes)
+    token_bytes = act["total"] * dtype_bytes / args.batch_size + kv_token
     moe_bytes = (act["experts"] + act["router"]) * dtype_bytes  # the MoE blocks alone, per step
     report: dict[str, Any] = {
         "preset": args.preset, "layers": t.num_hidden_layers, "moe_layers": sum(map(t.is_moe_layer,
@@ -318,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         "experts": t.num_experts, "top_k": t.num_experts_per_tok, "moe_intermediate_size": t.moe_intermediate_size,
         "device": str(device), "device_name": name, "dtype": str(dtype).removeprefix("torch."),
         "torch": torch.__version__, "batch_size": args.batch_size,
-        "params_total": total_params(config), "params_active_per_step": act,
-        "bytes_per_token": token_bytes, "kv_bytes_per_token": kv_bytes_per_token(config, context, dtype_bytes),
+        "params_total": param_counts(config).total, "params_active_per_step": act,
+        "bytes_per_token": token_bytes, "kv_bytes_per_token": kv_token,
         "bandwidth_gbs": bw, "rows": [], "skipped": [], "errors": [],
     }
     for kind, gbs in bw.items():

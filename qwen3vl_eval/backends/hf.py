@@ -54,15 +54,16 @@ class HFBackend:
 
     @classmethod
     def random(cls, folder: Path, *, name: str, device: str | torch.device = "auto",
-               dtype: str | torch.dtype = "auto", seed: int = 0) -> HFBackend:
+               dtype: str | torch.dtype = "auto", seed: int = 0, model_kwargs: dict | None = None) -> HFBackend:
         """transformers' model with its own random initialisation for the config in `folder` (which holds the
-        processor files), e.g. for `bench --preset`."""
+        processor files), e.g. for `bench --preset`; `model_kwargs` go to the model class (e.g.
+        `experts_implementation`)."""
         backend = cls.__new__(cls)
-        backend._setup(folder, name, device, dtype, seed=seed)
+        backend._setup(folder, name, device, dtype, seed=seed, model_kwargs=model_kwargs)
         return backend
 
     def _setup(self, path: Path, name: str, device: str | torch.device, dtype: str | torch.dtype, *,
-               seed: int | None) -> None:
+               seed: int | None, model_kwargs: dict | None = None) -> None:
         try:
             import transformers
             from transformers import AutoProcessor
@@ -86,7 +87,7 @@ class HFBackend:
             torch.manual_seed(seed)
             with torch.device(self.device):
                 self.model = model_cls._from_config(transformers.AutoConfig.from_pretrained(self.path),
-                                                    dtype=self.dtype).eval()
+                                                    dtype=self.dtype, **(model_kwargs or {})).eval()
         self.image_settings = ImageSettings.from_folder(self.path)
         self.video_settings = VideoSettings.from_folder(self.path)
         self.defaults = GenerationParams.from_generation_config(self.path / "generation_config.json")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -53,8 +53,15 @@ def bench(
 
     Exit 1 when any configuration failed (its row carries the error), 2 on bad input.
     """
-    from qwen3vl_eval.bench import core as B
+    from qwen3vl_eval.bench import inputs as bi
+    from qwen3vl_eval.bench.measure import bench as run_bench
+    from qwen3vl_eval.bench.models import hf_factory, native_factory, preset_folder
+    from qwen3vl_eval.bench.report import write_outputs
+    from qwen3vl_eval.bench.rooflines import device_peak
     from qwen3vl_eval.model.config import Qwen3VLConfig
+    from qwen3vl_eval.processor import Processor
+    from qwen3vl_eval.report.files import write_json
+    from qwen3vl_eval.runtime.provenance import device_name
 
     if (model is None) == (preset is None):
         raise InputError("give exactly one of --model DIR|ID and --preset NAME")
@@ -65,50 +72,48 @@ def bench(
     if new_tokens < 1 or warmup < 0 or repeats < 1:
         raise InputError("--new-tokens and --repeats must be >= 1, --warmup >= 0")
     target = resolve_target(model, device, dtype)
-    dev, dt, model_dir = target.device, target.dtype, target.path
+    dev, dt = target.device, target.dtype
     if fast and dev.type != "cuda":
         raise InputError("--fast needs a CUDA device")
     use_fast = fast if fast is not None else dev.type == "cuda"
     if compile_step and not use_fast:
         raise InputError("--compile needs the CUDA-graph decode step (--fast on a CUDA device)")
-
-    if model_dir is not None:
-        config = Qwen3VLConfig.from_file(model_dir / "config.json")
-        name = model
-    else:
-        assert preset is not None
-        config = Qwen3VLConfig.from_name(preset)
-        name = f"Qwen3-VL-{preset.split('/')[-1].removeprefix('Qwen3-VL-')} (random weights)"
-
-    images = tuple(B.parse_image(x) for x in image)
-    clip = B.parse_video(video) if video else None
-    configs = [B.BenchConfig(bs, p, new_tokens, images, clip)
-               for p in B.parse_int_list(prompt_tokens, "--prompt-tokens")
-               for bs in B.parse_int_list(batch_size, "--batch-size")]
+    images = tuple(bi.parse_image(x) for x in image)
+    clip = bi.parse_video(video) if video else None
+    configs = [bi.BenchConfig(bs, p, new_tokens, images, clip)
+               for p in bi.parse_int_list(prompt_tokens, "--prompt-tokens")
+               for bs in bi.parse_int_list(batch_size, "--batch-size")]
     peak = None
     if dev.type == "cuda":
-        peak = B.device_peak(B.device_name(dev), bandwidth_gbs=peak_bandwidth_gbs, tflops=peak_tflops)
+        peak = device_peak(device_name(dev), bandwidth_gbs=peak_bandwidth_gbs, tflops=peak_tflops)
         if peak is None:
-            typer.echo(f"note: no peak figures for {B.device_name(dev)}; pass --peak-bandwidth-gbs and "
+            typer.echo(f"note: no peak figures for {device_name(dev)}; pass --peak-bandwidth-gbs and "
                        "--peak-tflops for utilisation", err=True)
 
-    builder = B.InputBuilder(config, model_dir=model_dir, seed=seed)
-    backends = [("native", lambda: B.NativeBackend(config, builder, dev, dt, model_dir=model_dir, seed=seed,
-                                                   fast=use_fast, compile=compile_step))]
-    if baseline == "hf":
-        backends.append(("hf", lambda: B.HFBackend(config, builder, dev, dt, model_dir=model_dir, seed=seed)))
-    rows = B.bench(backends, configs, model=name, device=dev, dtype=dt, warmup=warmup, repeats=repeats,
-                   peak=peak, log=lambda m: typer.echo(m, err=True))
-    for r in rows:
-        r["fast"] = use_fast if r["backend"] == "native" else None
-        r["compile"] = compile_step if r["backend"] == "native" else None
+    with tempfile.TemporaryDirectory(prefix="qwen3vl-bench-") as tmp:
+        if target.path is not None:
+            folder, name = target.path, str(model)
+        else:
+            assert preset is not None
+            folder = preset_folder(Qwen3VLConfig.from_name(preset), Path(tmp) / "preset")
+            name = f"Qwen3-VL-{preset.split('/')[-1].removeprefix('Qwen3-VL-')} (random weights)"
+        config = Qwen3VLConfig.from_file(folder / "config.json")
+        random_weights = target.path is None
+        backends = [("native", native_factory(folder, name=name, device=dev, dtype=dt, fast=use_fast,
+                                              compile=compile_step, random_weights=random_weights, seed=seed))]
+        if baseline == "hf":
+            backends.append(("hf", hf_factory(folder, name=name, device=dev, dtype=dt,
+                                              random_weights=random_weights, seed=seed)))
+        with bi.BenchInputs(Processor.from_pretrained(folder), seed=seed, workdir=Path(tmp)) as inputs:
+            rows = run_bench(backends, configs, inputs, model=name, model_config=config, device=dev, dtype=dt,
+                             warmup=warmup, repeats=repeats, peak=peak, log=lambda m: typer.echo(m, err=True))
 
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
     out_dir = output or Path("reports") / "bench" / f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
-    report = B.write_outputs(rows, out_dir, charts=charts)
+    report = write_outputs(rows, out_dir, charts=charts)
     if json_file:
         json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(json_file, rows)
     typer.echo(report.read_text())
     typer.echo(f"report: {report}")
     failed = [r for r in rows if r.get("error")]

@@ -28,21 +28,29 @@ def _finish(fig, path: Path, footer: str) -> Path:
     return path
 
 
-Series = dict[str, tuple[Sequence[float], Sequence[float | None]]]
+# label -> (x values, y values) or (x values, y values, (low, high) error-bar span or None per point)
+Series = dict[str, tuple[Sequence[float], Sequence[float | None]]
+                   | tuple[Sequence[float], Sequence[float | None], Sequence[tuple[float, float] | None]]]
 
 
 def line_panels(path: Path, panels: Sequence[tuple[str, str, Series]], *, title: str, xlabel: str, footer: str,
                 log_x: bool = True) -> Path:
-    """Side-by-side panels (panel title, y label, series); each series label maps to (x values, y values),
-    with None y values left out."""
+    """Side-by-side panels (panel title, y label, series); each series label maps to (x values, y values[,
+    error-bar spans]), with None y values left out."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.5), squeeze=False)
     for ax, (name, ylabel, series) in zip(axes[0], panels):
         xs_all: set[float] = set()
-        for label, (xs, ys) in series.items():
-            pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+        for label, (xs, ys, *rest) in series.items():
+            spans = rest[0] if rest else [None] * len(xs)
+            pts = [(x, y, s) for x, y, s in zip(xs, ys, spans) if y is not None]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+                line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)[0]
+                bars = [p for p in pts if p[2] is not None]
+                if bars:
+                    ax.errorbar([p[0] for p in bars], [p[1] for p in bars], fmt="none", capsize=3,
+                                color=line.get_color(), yerr=[[max(0.0, p[1] - p[2][0]) for p in bars],
+                                                              [max(0.0, p[2][1] - p[1]) for p in bars]])
                 xs_all.update(p[0] for p in pts)
         if log_x and xs_all:
             ax.set_xscale("log", base=2)
