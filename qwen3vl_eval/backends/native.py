@@ -86,7 +86,8 @@ class Engine:
         if self._info is None:
             self._info = {**model_info(self.name, self.path, self.device, self.dtype), "backend": "native",
                           "video_prompt": self.video_prompt, "cuda_graph": self.decoder is not None,
-                          "compile": self.compile, "attention": "sdpa"}
+                          "compile": self.compile,
+                          "attention": getattr(self.model, "attention_backend", "sdpa")}
         return self._info
 
     def close(self) -> None:
