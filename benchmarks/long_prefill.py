@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from qwen3vl_eval.bench.core import device_peak, prefill_flops
+    from qwen3vl_eval.bench.rooflines import device_peak, prefill_flops
     from qwen3vl_eval.checkpoints.hub import resolve_model
     from qwen3vl_eval.model.config import Qwen3VLConfig
     from qwen3vl_eval.model.generate import PREFILL_CHUNK, prefill
