@@ -322,8 +322,11 @@ def test_pixel_budget_caps_allow_the_released_maxima():
 
     assert ImageSettings().with_overrides(max_pixels=16384 * 32 * 32).max_pixels == 16777216
     assert ImageSettings().with_overrides(max_pixels=MAX_IMAGE_PIXEL_BUDGET).max_pixels == 4 * 16777216
-    assert VideoSettings().with_overrides(max_pixels=MAX_VIDEO_PIXEL_BUDGET).max_pixels == 4 * 25165824
-    assert VideoSettings().with_overrides(fps=1000, min_frames=0, max_frames=4).fps == 1000.0
+    whole_clip = {"size": {"longest_edge": MAX_VIDEO_PIXEL_BUDGET}}  # transformers' meaning (video_processor)
+    assert VideoSettings().with_overrides(video_processor=whole_clip).max_pixels == 4 * 25165824
+    # per-item budget keys are per frame (qwen-vl-utils): a frame may ask for the image cap
+    assert VideoSettings().with_overrides(min_pixels=MAX_IMAGE_PIXEL_BUDGET).budget.min_pixels == 4 * 16777216
+    assert VideoSettings().with_overrides(fps=1000, min_frames=0, max_frames=4).budget.fps == 1000.0
     # one bound alone may cross the checkpoint's other one (transformers follows max_pixels then)
     assert ImageSettings().with_overrides(max_pixels=96 * 96).max_pixels == 9216
 

@@ -152,6 +152,7 @@ class HFBackend:
         images, videos, metadata = [], [], []
         image_opts: dict[str, Any] = {}
         video_opts: dict[str, Any] = {}
+        pre_resized = False
         for conv_items in items:
             for item in conv_items:
                 try:
@@ -163,7 +164,10 @@ class HFBackend:
                     if source.obj is not None:
                         raise ProcessorError("videos must be files, URLs or data URIs")
                     settings = self.video_settings.with_overrides(**item.options)
-                    clip = decode_clip(source, replace(settings, do_resize=False))
+                    # per-frame budget keys (qwen-vl-utils' units): resized here, as qwen-vl-utils hands
+                    # transformers resized frames; otherwise transformers resizes
+                    clip = decode_clip(source, settings if settings.budget else replace(settings, do_resize=False))
+                    pre_resized = pre_resized or settings.budget is not None
                 except ProcessorError as e:
                     raise ProcessorError(f"{item.describe()}: {e}") from None
                 video_opts = item.options
@@ -181,9 +185,10 @@ class HFBackend:
         if videos:
             kwargs["videos"] = videos
             kwargs["video_metadata"] = metadata
-            vs = self.video_settings.with_overrides(**{k: v for k, v in video_opts.items()
-                                                       if k in ("min_pixels", "max_pixels")})
+            vs = self.video_settings.with_overrides(video_processor=video_opts.get("video_processor"))
             kwargs["videos_kwargs"] = {"do_sample_frames": False, "size": _size(vs)}
+            if pre_resized:
+                kwargs["videos_kwargs"]["do_resize"] = False
         inputs = self.processor(text=prompts, padding=True, return_tensors="pt", **kwargs)
         inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
                   for k, v in inputs.items() if isinstance(v, torch.Tensor)}

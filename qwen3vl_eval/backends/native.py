@@ -84,7 +84,8 @@ class Engine:
     def info(self) -> dict[str, Any]:
         """What a results file records about the model and the software it ran on (the checkpoint hashed once)."""
         if self._info is None:
-            self._info = {**model_info(self.name, self.path, self.device, self.dtype), "backend": "native",
+            self._info = {**model_info(self.name, self.path, self.device, self.dtype,
+                                        self.processor.thinking), "backend": "native",
                           "video_prompt": self.video_prompt, "cuda_graph": self.decoder is not None,
                           "compile": self.compile,
                           "attention": getattr(self.model, "attention_backend", "sdpa")}
@@ -222,8 +223,13 @@ def checkpoint_fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
-def model_info(name: str, path: Path, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """What a results file records about the model and the software it ran on."""
+def model_info(name: str, path: Path, device: torch.device, dtype: torch.dtype,
+               thinking: bool | None = None) -> dict[str, Any]:
+    """What a results file records about the model and the software it ran on. `thinking`: a Thinking
+    checkpoint, from its chat template (`Processor.thinking`; read here when None) or a name ending in Thinking."""
+    if thinking is None:
+        thinking = Processor.from_pretrained(path).thinking
+    thinking = thinking or any("thinking" in Path(str(n)).name.lower() for n in (name, path))
     revision = None
     try:  # a Hub snapshot folder is named by its commit
         if path.resolve().is_relative_to(hub_cache_dir().resolve()):
@@ -240,4 +246,5 @@ def model_info(name: str, path: Path, device: torch.device, dtype: torch.dtype) 
         "dtype": dtype_name(dtype),
         "device": device_label(device),
         "versions": software_versions(),
+        "thinking": thinking,
     }

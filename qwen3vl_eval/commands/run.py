@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
@@ -121,11 +122,22 @@ def run(
     media_root: Optional[Path] = typer.Option(None, "--media-root", help="Folder the videos resolve against."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Generation recipe: greedy (default), "
+                                         "qwen-instruct, qwen-thinking or checkpoint (see README, Tasks)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override every task's limit."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
-    temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy (the default for evaluation)."),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    top_k: int = typer.Option(0, "--top-k", help="0 is off."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (default: the recipe's, else 0)."),
+    seeds: int = typer.Option(1, "--seeds", help="Repeat a sampled run with N seeds (seed, seed+1, ...) and "
+                              "report mean and spread."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="0 is greedy."),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="0 is off."),
+    presence_penalty: Optional[float] = typer.Option(None, "--presence-penalty"),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Video frames per second sampled (qwen-vl-utils)."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Most video frames sampled."),
+    min_pixels: Optional[int] = typer.Option(None, "--min-pixels", help="Least pixels per image / video frame."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Most pixels per image / video frame."),
+    total_pixels: Optional[int] = typer.Option(None, "--total-pixels", help="Pixel budget of a whole video clip."),
     video_prompt: str = typer.Option("trained", "--video-prompt", help="trained or transformers5."),
     backend: str = typer.Option("native", "--backend", help="native (this package), hf (transformers; needs the "
                                 "golden extra) or openai (an OpenAI-compatible server, see docs/scale-out.md)."),
@@ -150,9 +162,10 @@ def run(
 ) -> None:
     """Run tasks or suites on a model and write samples.jsonl, results.json and report.md per task.
     Under torchrun, each process evaluates a round-robin shard and rank 0 merges and scores."""
-    from qwen3vl_eval.eval.data import load_samples
-    from qwen3vl_eval.eval.runner import generation_kwargs, run_task
-    from qwen3vl_eval.eval.task import resolve_tasks
+    from qwen3vl_eval.eval.data import load_task_data, samples_sha256
+    from qwen3vl_eval.eval.recipes import check_recipe
+    from qwen3vl_eval.eval.runner import run_task
+    from qwen3vl_eval.eval.task import check_media, resolve_tasks, with_media
     from qwen3vl_eval.report.html import write_index, write_task_page
 
     ctx = distributed.from_env()  # rank 0 of 1 unless launched by torchrun
@@ -171,7 +184,15 @@ def run(
         raise InputError(f"--batch-size {batch_size}: must be at least 1")
     if sample_timeout is not None and not sample_timeout > 0:
         raise InputError(f"--sample-timeout {sample_timeout}: must be a positive number of seconds")
-    specs = resolve_tasks(task)
+    if recipe is not None:
+        check_recipe(recipe)
+    if seeds < 1:
+        raise InputError(f"--seeds {seeds}: must be at least 1")
+    image_flags = {"min_pixels": min_pixels, "max_pixels": max_pixels}
+    video_flags = {"fps": fps, "max_frames": max_frames, "total_pixels": total_pixels, **image_flags}
+    specs = [with_media(s, image_flags, video_flags) for s in resolve_tasks(task)]
+    for s in specs:
+        check_media(s.media, f"{s.task}: media with --fps/--max-frames/--min-pixels/--max-pixels/--total-pixels")
     if data and len(specs) > 1:
         raise InputError(f"--data: applies to one task, but --task {task} names {len(specs)}")
     if output is None:
@@ -187,21 +208,20 @@ def run(
 
     loaded = []
     for spec in specs:  # all data first, so a missing dataset fails before the model loads
-        samples = load_samples(spec, data, media_root)
+        samples, provenance = load_task_data(spec, data, media_root)
         samples = samples[:limit] if limit else samples
         if samples and all(s.error for s in samples):
             raise InputError(f"{spec.task}: no sample has its media, e.g. {samples[0].error}")
-        loaded.append((spec, samples))
+        provenance = {**provenance, "n_rows": len(samples), "rows_sha256": samples_sha256(samples)}
+        loaded.append((spec, samples, provenance))
 
     from qwen3vl_eval.backends import make_backend
-    from qwen3vl_eval.model.sampling import GenerationParams
 
-    overrides = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
-                 "seed": seed}
-    task_params = {}
-    for spec, _ in loaded:  # bad settings fail before the model loads
+    flags = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+             "seed": seed, "presence_penalty": presence_penalty, "repetition_penalty": repetition_penalty}
+    for spec, _, _ in loaded:  # bad settings fail before the model loads
         try:
-            task_params[spec.task] = GenerationParams().with_overrides(**generation_kwargs(spec, overrides))
+            generation_plan(spec, flags, recipe, False, None, seeds)
         except InputError as e:
             raise InputError(f"{spec.task}: generation setting {e} (task file or command line)") from None
     # one writer per run folder (rank 0 holds it for every rank of a data-parallel run), for the whole run
@@ -220,12 +240,14 @@ def run(
               "limit": limit, "seed": seed, "data": data, "media_root": str(media_root) if media_root else None,
               "resume": resume, "sample_timeout": sample_timeout,
               "backend_options": _recorded_options(backend, backend_options)}
+    thinking = bool(engine.info().get("thinking"))
+    checkpoint_path = backend_options.get("model") if backend != "openai" else backend_options.get("processor")
     try:
         summary, pages = [], []
         with output_errors(output), progress_bar(ctx.is_main) as bar:
-            for spec, samples in loaded:
-                params = task_params[spec.task]
-                bar_id = bar.add_task(spec.task, total=len(samples), errors=0, rate="")
+            for spec, samples, provenance in loaded:
+                plan = generation_plan(spec, flags, recipe, thinking, checkpoint_path, seeds)
+                bar_id = bar.add_task(spec.task, total=len(samples) * len(plan.params), errors=0, rate="")
                 state = {"done": 0, "t0": time.perf_counter()}
 
                 def advance(n: int, errors: int, bar_id: Any = bar_id, state: dict = state) -> None:
@@ -233,15 +255,29 @@ def run(
                     rate = state["done"] / max(time.perf_counter() - state["t0"], 1e-9)
                     bar.update(bar_id, advance=n, errors=errors, rate=f"{rate:.2f} samples/s")
 
-                results = run_task(spec, samples, engine, output / spec.task, params, batch_size=batch_size,
-                                   resume=resume, config={**config, "task_data": spec.data.describe()},
-                                   on_progress=advance, data_source=data or spec.data.describe(),
-                                   sample_timeout=sample_timeout, dist=ctx)
+                task_config = {**config, "task_data": spec.data.describe(), "data_provenance": provenance,
+                               "media": spec.media, "thinking": thinking, **plan.record}
+                per_seed = []
+                for params in plan.params:
+                    out_dir = output / spec.task
+                    if len(plan.params) > 1:
+                        out_dir = out_dir / f"seed-{params.seed}"
+                    per_seed.append(run_task(spec, samples, engine, out_dir, params, batch_size=batch_size,
+                                             resume=resume, config=task_config, on_progress=advance,
+                                             data_source=data or spec.data.describe(),
+                                             sample_timeout=sample_timeout, dist=ctx))
                 # samples finished in an earlier (resumed) run, or by other ranks
-                bar.update(bar_id, completed=len(samples))
-                if results is not None:
-                    summary.append(results)
-                    pages.append(write_task_page(output / spec.task, spec, samples, in_run=True))
+                bar.update(bar_id, completed=len(samples) * len(plan.params))
+                if per_seed[0] is not None:
+                    if len(per_seed) > 1:
+                        from qwen3vl_eval.eval.seeds import write_seed_summary
+
+                        summary.append(write_seed_summary(output / spec.task, per_seed))
+                        for params in plan.params:
+                            write_task_page(output / spec.task / f"seed-{params.seed}", spec, samples, in_run=False)
+                    else:
+                        summary.append(per_seed[0])
+                        pages.append(write_task_page(output / spec.task, spec, samples, in_run=True))
         if ctx.is_main:
             pages.append(write_index(output, pages))
             _print_summary(summary, output)
@@ -253,6 +289,41 @@ def run(
             close()
         if lock is not None:
             lock.release()
+
+
+@dataclass
+class GenerationPlan:
+    """A task's generation parameters (one per seed) and what results.json records about how they were chosen."""
+
+    params: list[Any]
+    record: dict[str, Any]
+
+
+def generation_plan(spec: Any, flags: dict[str, Any], recipe: str | None, thinking: bool,
+                    checkpoint: str | Path | None, seeds: int = 1) -> GenerationPlan:
+    """The precedence of `eval.recipes.resolve` applied to one task: flags > recipe > task > default greedy >
+    the checkpoint's generation_config.json; `seeds` > 1 repeats a sampled run with seed, seed+1, ..."""
+    from dataclasses import asdict, replace
+
+    from qwen3vl_eval.eval.recipes import SAMPLING_KEYS, chosen_recipe, resolve
+    from qwen3vl_eval.model.sampling import GenerationParams
+
+    name, origin = chosen_recipe(recipe, spec.recipe, thinking)
+    base: dict[str, Any] = {}
+    if checkpoint is not None and (Path(checkpoint) / "generation_config.json").is_file():
+        defaults = asdict(GenerationParams.from_generation_config(Path(checkpoint) / "generation_config.json"))
+        base = {k: defaults[k] for k in (*SAMPLING_KEYS, "max_new_tokens")}
+    keys, sources = resolve(flags=flags, recipe=name, task=spec.generation, checkpoint=base)
+    if "stop" in keys:
+        keys["stop"] = tuple([keys["stop"]] if isinstance(keys["stop"], str) else keys["stop"])
+    params = GenerationParams().with_overrides(**keys)
+    if seeds > 1 and params.greedy:
+        raise InputError(f"--seeds {seeds}: {spec.task} decodes greedily (temperature 0), so every seed gives the "
+                         "same replies; use a sampling recipe (e.g. --recipe qwen-instruct) or --temperature")
+    record = {"recipe": name or "greedy", "recipe_source": origin, "generation_sources": sources}
+    if seeds > 1:
+        record["seeds"] = [params.seed + k for k in range(seeds)]
+    return GenerationPlan([replace(params, seed=params.seed + k) for k in range(seeds)], record)
 
 
 def _backend_options(backend: str, **given: Any) -> dict[str, Any]:

@@ -44,6 +44,7 @@ class Rows:
     rows: list[dict]
     base_dir: Path
     source: str
+    provenance: dict = field(default_factory=dict)  # snapshot commit or files' sha256 (`data.load_rows`)
 
 
 @dataclass

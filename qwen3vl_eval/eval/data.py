@@ -9,6 +9,7 @@ synthetic tasks, `synth.py`. Nothing is downloaded. Image structs are read lazil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -123,10 +124,10 @@ def _save_to_disk_files(root: Path, split: str) -> list[Path] | None:
     return None
 
 
-def read_local(path: Path, spec: DataSpec) -> tuple[list[dict], Path]:
-    """Rows from a local file or folder; returns (rows, folder media paths resolve against)."""
+def read_local(path: Path, spec: DataSpec) -> tuple[list[dict], Path, list[Path]]:
+    """Rows from a local file or folder; returns (rows, folder media paths resolve against, files read)."""
     if path.is_file():
-        return read_files([path]), path.parent
+        return read_files([path]), path.parent, [path]
     if not path.is_dir():
         raise TaskError(f"--data {path}: no such file or folder")
     files = _save_to_disk_files(path, spec.split)
@@ -135,7 +136,7 @@ def read_local(path: Path, spec: DataSpec) -> tuple[list[dict], Path]:
     if not files:
         raise TaskError(f"--data {path}: no parquet/arrow/jsonl files for split {spec.split!r}"
                         + (f" (config {spec.name})" if spec.name else ""))
-    return read_files(files), path
+    return read_files(files), path, files
 
 
 # ---------------------------------------------------------------- finding data without --data
@@ -144,15 +145,61 @@ def datasets_cache_dir() -> Path:
     return Path(os.environ.get("HF_DATASETS_CACHE") or hf_home() / "datasets").expanduser()
 
 
-def hub_snapshot(spec: DataSpec) -> Path | None:
-    """The dataset's snapshot folder in the hub cache, for its revision, if downloaded."""
+def is_commit(revision: str) -> bool:
+    """A (possibly abbreviated) commit hash rather than a branch or tag name."""
+    return re.fullmatch(r"[0-9a-f]{7,40}", revision) is not None
+
+
+def hub_snapshot(spec: DataSpec, task: str = "") -> Path | None:
+    """The dataset's snapshot folder in the hub cache, for its revision (a branch, tag or commit, abbreviated or
+    not), if downloaded. TaskError naming both when `revision` pins a commit and the cache holds other ones."""
     repo = hub_cache_dir() / ("datasets--" + spec.path.replace("/", "--"))
     ref = repo / "refs" / spec.revision
+    snaps = repo / "snapshots"
     if ref.is_file():
-        snap = repo / "snapshots" / ref.read_text().strip()
-    else:
-        snap = repo / "snapshots" / spec.revision
-    return snap if snap.is_dir() else None
+        snap = snaps / ref.read_text().strip()
+        return snap if snap.is_dir() else None
+    if (snaps / spec.revision).is_dir():
+        return snaps / spec.revision
+    if not is_commit(spec.revision) or not snaps.is_dir():
+        return None
+    present = sorted(p.name for p in snaps.iterdir() if p.is_dir())
+    matches = [n for n in present if n.startswith(spec.revision)]
+    if len(matches) == 1:
+        return snaps / matches[0]
+    if present:
+        raise TaskError(f"{task or spec.path}: data.revision {spec.revision} pins a commit, but the local snapshot "
+                        f"of {spec.path} is {', '.join(present)} ({snaps}); download the pinned revision or change "
+                        "the pin")
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def samples_sha256(samples: list[Sample]) -> str:
+    """A hash of what the samples hold, in order: id, question, choices, target, metadata, video names and each
+    image's bytes (or path). Two runs with the same hash evaluated the same rows."""
+    digest = hashlib.sha256()
+    for s in samples:
+        images = []
+        for ref in s.images:
+            value = ref.get() if isinstance(ref, LazyCell) else ref
+            if isinstance(value, dict) and value.get("bytes") is not None:
+                value = hashlib.sha256(value["bytes"]).hexdigest()
+            elif isinstance(value, dict):
+                value = value.get("path")
+            images.append(value if isinstance(value, str) else str(value))
+        row = {"id": s.id, "question": s.question, "choices": s.choices, "target": s.target, "meta": s.meta,
+               "videos": [Path(v).name for v in s.videos], "images": images}
+        digest.update(json.dumps(row, sort_keys=True, default=str).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def _norm(s: str) -> str:
@@ -176,16 +223,21 @@ def datasets_cache_files(spec: DataSpec) -> list[Path]:
     return []
 
 
-def find_local(spec: DataSpec) -> tuple[list[Path], Path] | None:
-    """(files, base folder) of a locally available HF dataset split, or None."""
-    snap = hub_snapshot(spec)
+def find_local(spec: DataSpec, task: str = "") -> tuple[list[Path], Path, dict] | None:
+    """(files, base folder, provenance) of a locally available HF dataset split, or None. Provenance names the
+    hub snapshot's commit, or the datasets-cache files' sha256 (that cache keeps no commit)."""
+    snap = hub_snapshot(spec, task)
     if snap is not None:
         files = _split_files(snap, spec.split, spec.name)
         if files:
-            return files, snap
+            return files, snap, {"kind": "hf-snapshot", "repo": spec.path, "revision": spec.revision,
+                                 "commit": snap.name, "files": [str(f.relative_to(snap)) for f in files]}
+    if is_commit(spec.revision):  # the datasets cache cannot say which commit it holds
+        return None
     files = datasets_cache_files(spec)
     if files:
-        return files, files[0].parent
+        return files, files[0].parent, {"kind": "datasets-cache", "repo": spec.path, "revision": spec.revision,
+                                        "files": {f.name: file_sha256(f) for f in files}}
     return None
 
 
@@ -202,15 +254,18 @@ def missing_data_error(task: str, spec: DataSpec) -> TaskError:
 
 
 def load_rows(spec: TaskSpec, data: str | None = None) -> Rows:
-    """The rows of a task's split, from --data, the local caches or the synthetic generator."""
+    """The rows of a task's split, from --data, the local caches or the synthetic generator, with their
+    provenance (`Rows.provenance`: the hub snapshot's commit, or the sha256 of the files read)."""
     dspec = spec.data
     if data:
         path = Path(data).expanduser()
         if path.exists():
-            rows, base = read_local(path, dspec)
+            rows, base, files = read_local(path, dspec)
             if not rows:
                 raise TaskError(f"--data {path}: no rows (an empty data file gives no samples to score)")
-            return Rows(rows, base, str(path))
+            prov = {"kind": "file", "path": str(path),
+                    "files": {str(f.relative_to(base)): file_sha256(f) for f in files}}
+            return Rows(rows, base, str(path), prov)
         m = re.fullmatch(r"([\w.-]+/[\w.-]+)(?:@([\w./-]+))?", data)
         if not m:
             raise TaskError(f"--data {data}: no such file or folder")
@@ -219,16 +274,23 @@ def load_rows(spec: TaskSpec, data: str | None = None) -> Rows:
         from qwen3vl_eval.eval.synth import ensure
 
         path = ensure(dspec.path)
-        return Rows(read_files([path]), path.parent, f"synthetic {dspec.path} ({path.parent})")
-    found = find_local(dspec)
+        prov = {"kind": "synth", "files": {path.name: file_sha256(path)}}
+        return Rows(read_files([path]), path.parent, f"synthetic {dspec.path} ({path.parent})", prov)
+    found = find_local(dspec, spec.task)
     if found is None:
         raise missing_data_error(spec.task, dspec)
-    files, base = found
-    return Rows(read_files(files), base, f"{dspec.describe()} ({base})")
+    files, base, prov = found
+    return Rows(read_files(files), base, f"{dspec.describe()} ({base})", prov)
 
 
 def load_samples(spec: TaskSpec, data: str | None = None, media_root: str | Path | None = None) -> list[Sample]:
     """All samples of a task, in dataset order, with unique ids."""
+    return load_task_data(spec, data, media_root)[0]
+
+
+def load_task_data(spec: TaskSpec, data: str | None = None, media_root: str | Path | None = None
+                   ) -> tuple[list[Sample], dict]:
+    """All samples of a task (as `load_samples`) and the provenance of the rows they came from."""
     rows = load_rows(spec, data)
     d = spec.data
     ctx = Context(rows.base_dir, Path(media_root).expanduser() if media_root else None,
@@ -244,4 +306,4 @@ def load_samples(spec: TaskSpec, data: str | None = None, media_root: str | Path
         if s.id in seen:
             raise TaskError(f"{rows.source}: {spec.task}: duplicate sample id {s.id!r}")
         seen.add(s.id)
-    return samples
+    return samples, rows.provenance

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,17 @@ def render_report(results: dict, records: list[dict]) -> str:
     model_line = f"- model: `{model}`" + (f" ({', '.join(run)})" if run else "")
     out += [model_line, f"- samples: {results['n_samples']} (errors {results['n_errors']}, "
             f"parse failures {results.get('n_parse_failures', 0)})", f"- created: {results['created']}",
-            f"- data: {results.get('data_source') or '-'}",
-            f"- versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}", ""]
+            f"- data: {results.get('data_source') or '-'}{_provenance(cfg.get('data_provenance'))}",
+            f"- versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}"]
+    gen = cfg.get("generation")
+    if gen:
+        keys = ("temperature", "top_p", "top_k", "repetition_penalty", "presence_penalty", "max_new_tokens", "seed")
+        shown = ", ".join(f"{k} {gen[k]}" for k in keys if k in gen)
+        recipe = f"recipe {cfg['recipe']} ({cfg.get('recipe_source')}); " if cfg.get("recipe") else ""
+        out.append(f"- generation: {recipe}{shown}" + (", Thinking checkpoint" if cfg.get("thinking") else ""))
+    if cfg.get("media"):
+        out.append(f"- media: {json.dumps(cfg['media'], sort_keys=True)}")
+    out.append("")
     out += ["## Metrics", "", markdown_table(["metric", "value"], [[k, v] for k, v in m.items()]), ""]
     for fld, groups in (results.get("breakdowns") or {}).items():
         names = [k for k in next(iter(groups.values()), {}) if k != "n"]
@@ -47,6 +57,17 @@ def render_report(results: dict, records: list[dict]) -> str:
         rows = [[r["id"], cell(r["error"], 160)] for r in bad]
         out += ["## Errors", "", markdown_table(["id", "error"], rows), ""]
     return "\n".join(out)
+
+
+def _provenance(p: dict | None) -> str:
+    """` (snapshot abc123, rows sha256 0123...)` for the data line of report.md."""
+    if not p:
+        return ""
+    parts = [f"snapshot {p['commit']}" if p.get("commit") else f"{p.get('kind')} files sha256"
+             if p.get("files") else str(p.get("kind"))]
+    if p.get("rows_sha256"):
+        parts.append(f"{p.get('n_rows')} rows sha256 {p['rows_sha256'][:16]}")
+    return f" ({', '.join(parts)})"
 
 
 def write_outputs(out_dir: Path, results: dict, records: list[dict], spec: Any = None) -> None:

@@ -66,13 +66,6 @@ def conversation(spec: TaskSpec, sample: Sample) -> list[dict]:
     return build_messages(PROMPTS[spec.prompt], sample, images, spec.media)
 
 
-def generation_kwargs(spec: TaskSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The task's `generation:` settings with command-line values (those not None) on top."""
-    out = dict(spec.generation)
-    out.update({k: v for k, v in overrides.items() if v is not None})
-    return out
-
-
 def _as_dict(params: Any) -> dict:
     if dataclasses.is_dataclass(params):
         return dataclasses.asdict(params)

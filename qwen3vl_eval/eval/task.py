@@ -15,12 +15,17 @@ not tasks. A suite is every task that lists it in `suites:`.
     scorer: anls
     metrics: [anls]
     generation: {max_new_tokens: 32}
+
+Optional: `recipe:` names a generation recipe (`eval.recipes`; precedence there), `media:` per-item budgets
+(`image: {min_pixels, max_pixels}` per image; `video:` qwen-vl-utils' keys, `processor/video_budget.py`:
+min_pixels/max_pixels per frame, total_pixels for the clip, fps, nframes, min_frames, max_frames,
+resized_height/resized_width), and `data.revision` a branch or a commit that pins the dataset snapshot.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +78,7 @@ class TaskSpec:
     group_by: list[str] = field(default_factory=list)
     generation: dict[str, Any] = field(default_factory=dict)
     media: dict[str, dict] = field(default_factory=dict)
+    recipe: str | None = None
     source_file: str = ""
 
     @property
@@ -146,9 +152,45 @@ def parse_task(raw: dict, source: str = "<dict>") -> TaskSpec:
     bad = set(spec.generation) - GENERATION_KEYS
     if bad:
         raise TaskError(f"{source}: unknown generation key(s) {', '.join(sorted(bad))}")
-    if set(spec.media) - {"image", "video"}:
-        raise TaskError(f"{source}: field media takes only image and video")
+    check_media(spec.media, f"{source}: field media")
+    if spec.recipe is not None:
+        from qwen3vl_eval.eval.recipes import RECIPES
+
+        if spec.recipe not in RECIPES:
+            raise TaskError(f"{source}: field recipe: unknown {spec.recipe!r} (known: {', '.join(RECIPES)})")
     return spec
+
+
+def check_media(media: Any, where: str) -> None:
+    """TaskError naming `where` and the key unless `media` is `{image: {...}, video: {...}}` with options the
+    processor accepts (checked by the processor's own validation, so both agree)."""
+    from qwen3vl_eval.errors import ProcessorError
+    from qwen3vl_eval.processor import ImageSettings, VideoSettings
+    from qwen3vl_eval.processor.messages import ITEM_OPTIONS
+
+    if not isinstance(media, dict) or set(media) - {"image", "video"}:
+        raise TaskError(f"{where} takes only image and video")
+    for kind, options in media.items():
+        if not isinstance(options, dict):
+            raise TaskError(f"{where}.{kind} must be a mapping")
+        unknown = set(options) - set(ITEM_OPTIONS[kind])
+        if unknown:
+            raise TaskError(f"{where}.{kind}: unknown key(s) {', '.join(sorted(unknown))} "
+                            f"(known: {', '.join(ITEM_OPTIONS[kind])})")
+        try:
+            (ImageSettings() if kind == "image" else VideoSettings()).with_overrides(**options)
+        except ProcessorError as e:
+            raise TaskError(f"{where}.{kind}: {e}") from None
+
+
+def with_media(spec: TaskSpec, image: dict[str, Any], video: dict[str, Any]) -> TaskSpec:
+    """A copy of `spec` whose `media` options have `image` / `video` values (those not None) on top."""
+    media = {k: dict(v) for k, v in spec.media.items()}
+    for kind, given in (("image", image), ("video", video)):
+        given = {k: v for k, v in given.items() if v is not None}
+        if given:
+            media[kind] = {**media.get(kind, {}), **given}
+    return replace(spec, media=media)
 
 
 def load_registry(root: Path | None = None) -> dict[str, TaskSpec]:

@@ -13,15 +13,22 @@ from qwen3vl_eval.processor.media import Source
 
 ROLES = ("system", "user", "assistant", "tool")
 SOURCE_KEYS = {"image": ("image", "url", "path", "base64"), "video": ("video", "url", "path")}
-ITEM_OPTIONS = {"image": ("min_pixels", "max_pixels"),
-                "video": ("fps", "min_frames", "max_frames", "min_pixels", "max_pixels")}
+# Video keys are qwen-vl-utils 0.0.14's (processor/video_budget.py): min_pixels/max_pixels per frame, total_pixels
+# for the clip; `video_processor` is a mapping of video preprocessor config fields for this item, transformers'
+# meanings (`VideoSettings.with_config`). Image bounds are per image (transformers' and qwen-vl-utils' alike).
+VIDEO_BUDGET_KEYS = ("fps", "nframes", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels",
+                     "resized_height", "resized_width")
+INT_KEYS = ("nframes", "min_frames", "max_frames", "resized_height", "resized_width")
+ITEM_OPTIONS = {"image": ("min_pixels", "max_pixels"), "video": (*VIDEO_BUDGET_KEYS, "video_processor")}
 # Ceilings of per-item options. Pixel budgets: 4x the released checkpoints' largest (16384 * 32 * 32 =
-# 16,777,216 pixels per image; 25,165,824 per clip, frames x height x width), so an option cannot make the resize
-# allocate gigabytes (a 1e9-pixel target is 3 GB uint8 + 12 GB float32). fps: sampling above the native rate just
-# keeps every frame.
+# 16,777,216 pixels per image, and per video frame; 25,165,824 per clip for a `video_processor.size`), so an option
+# cannot make the resize allocate gigabytes (a 1e9-pixel target is 3 GB uint8 + 12 GB float32). Frames: the most
+# Qwen documents (QwenLM/Qwen3-VL#1540), so per-frame budgets bound memory. fps: sampling above the native rate
+# just keeps every frame.
 MAX_IMAGE_PIXEL_BUDGET = 4 * 16384 * 32 * 32
 MAX_VIDEO_PIXEL_BUDGET = 4 * 25165824
 MAX_SAMPLING_FPS = 1000.0
+MAX_BUDGET_FRAMES = 2048
 
 Conversation = list[dict[str, Any]]
 
@@ -81,36 +88,52 @@ def item_options(kind: str, *sources: Any) -> dict[str, Any]:
     return found
 
 
-def check_options(kind: str, options: dict[str, Any]) -> dict[str, int | float]:
-    """The one validator of per-item options (CONTRACTS section 4), typed: min_frames, max_frames, min_pixels,
-    max_pixels as int, fps as float. ProcessorError naming the option for an unknown key, a value that is not a
-    finite number (Python's json reads `Infinity`, `NaN` and `1e999`) or not positive, frame counts that are not
-    integers (min_frames >= 0, max_frames >= 1), fps over MAX_SAMPLING_FPS, a pixel budget over the kind's
-    ceiling, or a minimum above the maximum when an item gives both. One bound alone may cross the checkpoint's
-    other bound (smart_resize then follows max_pixels, as transformers)."""
+def check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The one validator of per-item options (CONTRACTS section 4), typed: fps and total_pixels as float, the
+    other numbers as int, `video_processor` passed on (checked by `VideoSettings.with_config`). ProcessorError
+    naming the option for an unknown key, a value that is not a finite number (Python's json reads `Infinity`,
+    `NaN` and `1e999`) or not positive, frame counts and sizes that are not integers (min_frames >= 0, others >= 1),
+    fps over MAX_SAMPLING_FPS, frame counts over MAX_BUDGET_FRAMES, a pixel minimum (images: both bounds) over the
+    per-image ceiling, a minimum above the maximum when an item gives both, or what qwen-vl-utils refuses (fps with
+    nframes, one resized side without the other). One image bound alone may cross the checkpoint's other bound
+    (smart_resize then follows max_pixels, as transformers)."""
     for key, value in options.items():
         if key not in ITEM_OPTIONS[kind]:
-            raise ProcessorError(f"unknown {kind} option {key!r}")
+            raise ProcessorError(f"unknown {kind} option {key!r} (known: {', '.join(ITEM_OPTIONS[kind])})")
+        if key == "video_processor":
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ProcessorError(f"{key} must be a positive number, got {value!r}")
         if not math.isfinite(value):
             raise ProcessorError(f"{key} must be a finite number, got {value!r}")
-        if key in ("min_frames", "max_frames"):
+        if key in INT_KEYS:
             low = 0 if key == "min_frames" else 1
             if value != int(value) or value < low:
                 raise ProcessorError(f"{key} must be an integer >= {low}, got {value!r}")
         elif value <= 0:
             raise ProcessorError(f"{key} must be a positive number, got {value!r}")
-    out: dict[str, int | float] = {k: float(v) if k == "fps" else int(v) for k, v in options.items()}
+    out: dict[str, Any] = {k: v if k == "video_processor" else float(v) if k in ("fps", "total_pixels") else int(v)
+                           for k, v in options.items()}
     if out.get("fps", 0) > MAX_SAMPLING_FPS:
         raise ProcessorError(f"fps must be in (0, {MAX_SAMPLING_FPS:g}], got {options['fps']!r}")
-    cap, what = (MAX_IMAGE_PIXEL_BUDGET, "an image") if kind == "image" else (MAX_VIDEO_PIXEL_BUDGET, "a video")
-    for key in ("min_pixels", "max_pixels"):
-        if out.get(key, 0) > cap:
-            raise ProcessorError(f"{key} {out[key]} is over the {cap} pixel limit for {what}")
+    for key in ("nframes", "min_frames", "max_frames"):
+        if out.get(key, 0) > MAX_BUDGET_FRAMES:
+            raise ProcessorError(f"{key} {out[key]} is over the {MAX_BUDGET_FRAMES} frame limit")
+    what = "an image" if kind == "image" else "a video frame"
+    for key in ("min_pixels", "max_pixels") if kind == "image" else ("min_pixels",):
+        if out.get(key, 0) > MAX_IMAGE_PIXEL_BUDGET:
+            raise ProcessorError(f"{key} {out[key]} is over the {MAX_IMAGE_PIXEL_BUDGET} pixel limit for {what}")
+    side = math.isqrt(MAX_IMAGE_PIXEL_BUDGET)
+    for key in ("resized_height", "resized_width"):
+        if out.get(key, 0) > side:
+            raise ProcessorError(f"{key} {out[key]} is over the {side} side limit for a video frame")
     for low, high in (("min_frames", "max_frames"), ("min_pixels", "max_pixels")):
         if low in out and high in out and out[low] > out[high]:
             raise ProcessorError(f"{low} {out[low]} is above {high} {out[high]}")
+    if "fps" in out and "nframes" in out:
+        raise ProcessorError("give fps or nframes, not both (qwen-vl-utils refuses both)")
+    if ("resized_height" in out) != ("resized_width" in out):
+        raise ProcessorError("resized_height and resized_width go together")
     return out
 
 

@@ -80,6 +80,16 @@ class Processor:
         return render_chat(self.chat_template, conversation, add_generation_prompt=add_generation_prompt,
                            special_tokens=self.tokenizer.special_tokens_map, **template_kwargs)
 
+    @property
+    def thinking(self) -> bool:
+        """Whether the template's generation prompt opens a `<think>` block: a Thinking checkpoint, whose reply is
+        reasoning, `</think>`, then the answer."""
+        if self.chat_template is None:
+            return False
+        conv = [{"role": "user", "content": "x"}]
+        prompt = self.render(conv)
+        return "<think>" in prompt[len(self.render(conv, add_generation_prompt=False)):]
+
     # ------------------------------------------------------------------------------------------ media
     def process_image_item(self, item: MediaItem, base_dir: str | os.PathLike | None = None) -> ImageFeatures:
         """Load and process one image item."""

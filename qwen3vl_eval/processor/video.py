@@ -1,7 +1,8 @@
 """Video preprocessing as transformers' Qwen3VLVideoProcessor does it (research/qwen3vl_spec.md 5.2): PyAV
 decoding to rgb24, frame sampling at `fps` (default 2) clamped to [min_frames, max_frames] and the clip
 length, one `smart_resize` for the whole clip within a total pixel budget (T*H*W), bicubic antialiased resize,
-temporal padding by repeating the last frame, and one timestamp per frame group.
+temporal padding by repeating the last frame, and one timestamp per frame group. An item with per-item budget
+keys (`video_budget.KEYS`) is sampled and sized by qwen-vl-utils' rules instead (`video_budget.VideoBudget`).
 
 Decoding streams: only the sampled frames are kept, each resized as soon as it is decoded, so memory stays
 within the processed clip's size. Files whose header lacks a frame count are counted by decoding first."""
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -29,15 +30,18 @@ from qwen3vl_eval.processor.image import (
     resize_bicubic,
 )
 from qwen3vl_eval.processor.media import Source
+from qwen3vl_eval.processor.messages import MAX_VIDEO_PIXEL_BUDGET
+from qwen3vl_eval.processor.video_budget import VideoBudget
 
 DEFAULT_FPS = 24.0  # assumed native rate when a file does not say (as transformers)
+CONFIG_KEYS = ("fps", "min_frames", "max_frames", "size")  # what an item's `video_processor` may replace
 
 
 @dataclass(frozen=True)
 class VideoSettings(MediaSettings):
     """Video processor settings, read from `video_preprocessor_config.json` (transformers' key names).
-    `min_pixels`/`max_pixels` bound the whole sampled clip (frames x height x width); per-item options: fps,
-    min_frames, max_frames, min_pixels, max_pixels."""
+    `min_pixels`/`max_pixels` bound the whole sampled clip (frames x height x width), as in transformers;
+    `budget` holds an item's own keys (per frame, qwen-vl-utils' units), which replace those rules."""
 
     kind = "video"
     config_name = "video_preprocessor_config.json"
@@ -48,6 +52,7 @@ class VideoSettings(MediaSettings):
     max_frames: int = 768
     cap_pixels_per_frame: bool = False
     max_video_tokens: int = 768
+    budget: VideoBudget | None = None
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> VideoSettings:
@@ -73,6 +78,33 @@ class VideoSettings(MediaSettings):
             do_normalize=norm.do_normalize,
         )
 
+    def with_overrides(self, video_processor: dict | None = None, **overrides: Any) -> VideoSettings:
+        """A copy for one item: `video_processor` replaces fields of the checkpoint's video preprocessor config
+        with transformers' meanings (`fps`, `min_frames`, `max_frames`, `size` = whole-clip pixel bounds), then
+        the item's budget keys (`video_budget.KEYS`, qwen-vl-utils' meanings) replace those rules. The same
+        settings when it gives neither. ProcessorError naming the key for a bad value."""
+        out = self if not video_processor else self.with_config(video_processor)
+        budget = VideoBudget.from_options(overrides)
+        return out if budget is None else replace(out, budget=budget)
+
+    def with_config(self, cfg: Any) -> VideoSettings:
+        """A copy with some `video_preprocessor_config.json` fields replaced (transformers' meanings): fps in
+        (0, 1000], min_frames >= 0 and max_frames >= 1 integers, size.shortest_edge/longest_edge whole-clip pixel
+        bounds in (0, MAX_VIDEO_PIXEL_BUDGET]."""
+        if not isinstance(cfg, dict) or set(cfg) - set(CONFIG_KEYS):
+            raise ProcessorError(f"video_processor must be a mapping of {', '.join(CONFIG_KEYS)}, got {cfg!r}")
+        size = cfg.get("size") or {}
+        if not isinstance(size, dict) or set(size) - {"shortest_edge", "longest_edge"}:
+            raise ProcessorError(f"video_processor.size takes shortest_edge and longest_edge, got {size!r}")
+        frames = VideoBudget.from_options({k: cfg[k] for k in ("fps", "min_frames", "max_frames") if k in cfg})
+        for k, v in size.items():
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_VIDEO_PIXEL_BUDGET:
+                raise ProcessorError(f"video_processor.size.{k} must be an integer in (0, {MAX_VIDEO_PIXEL_BUDGET}]"
+                                     f", got {v!r}")
+        return replace(self, **(frames.as_dict() if frames else {}),
+                       min_pixels=size.get("shortest_edge", self.min_pixels),
+                       max_pixels=size.get("longest_edge", self.max_pixels))
+
     def normalization(self) -> ImageSettings:
         """The rescale/normalise part, in the form the image code takes."""
         return ImageSettings(image_mean=self.image_mean, image_std=self.image_std,
@@ -82,10 +114,13 @@ class VideoSettings(MediaSettings):
 
 def sample_indices(total_frames: int, native_fps: float | None, settings: VideoSettings) -> np.ndarray:
     """Indices of the frames to keep: `int(N / native_fps * fps)` frames, clamped to [min_frames,
-    max_frames] and to N, spread evenly with `round(linspace(0, N-1, n))`."""
+    max_frames] and to N (or the budget's `frame_count`), spread evenly with `round(linspace(0, N-1, n))`."""
     native = native_fps or DEFAULT_FPS
-    n = int(min(total_frames / native * settings.fps, settings.max_frames))  # no huge float reaches int()
-    n = min(max(n, settings.min_frames), settings.max_frames, total_frames)
+    if settings.budget is not None:
+        n = settings.budget.frame_count(total_frames, native)
+    else:
+        n = int(min(total_frames / native * settings.fps, settings.max_frames))  # no huge float reaches int()
+        n = min(max(n, settings.min_frames), settings.max_frames, total_frames)
     return np.linspace(0, total_frames - 1, n).round().astype(int)
 
 
@@ -216,6 +251,11 @@ def _decode_selected(source: Source, indices: list[int], settings: VideoSettings
 def _target_size(n: int, h: int, w: int, settings: VideoSettings, name: str) -> tuple[int, int]:
     if not settings.do_resize:
         return h, w
+    if settings.budget is not None:
+        try:
+            return settings.budget.frame_size(n, h, w, settings.factor)
+        except ProcessorError as e:
+            raise ProcessorError(f"{name}: {e}") from None
     max_pixels = settings.max_pixels
     if settings.cap_pixels_per_frame:
         frame_cap = settings.max_video_tokens * settings.factor ** 2
