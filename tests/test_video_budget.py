@@ -78,7 +78,7 @@ def test_the_footgun_from_the_issue_is_gone() -> None:
     ({"nframes": 5000}, "over the 2048 frame limit"),
     ({"min_frames": 9, "max_frames": 4}, "min_frames 9 is above max_frames 4"),
     ({"min_pixels": 10**9}, "pixel limit"),
-    ({"total_pixels": -1}, "total_pixels must be positive"),
+    ({"total_pixels": -1}, "total_pixels must be a positive number"),
     ({"nframes": 2.5}, "nframes must be an integer"),
     ({"frames": 8}, "unknown video option"),
 ])
