@@ -3,7 +3,8 @@ itself computes for video items with per-item budget keys (fps, nframes, min/max
 resized_height/width), at Qwen3-VL's patch size 16. The test suite checks `processor.video_budget` against the
 numbers; it never imports qwen-vl-utils.
 
-Run outside the project, in a venv with `qwen-vl-utils==0.0.14`, torch, numpy, pillow, av and packaging:
+Run outside the project, in a venv with `qwen-vl-utils==0.0.14`, torch, numpy, pillow, av, packaging and what
+tests/helpers.py imports (httpx):
 
     python reference/make_video_budget_cases.py
 
@@ -26,8 +27,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from tests._media import write_video  # noqa: E402  (the same deterministic clips the test writes)
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import write_video  # noqa: E402  (the same deterministic clips the test writes)
 
 OUT = ROOT / "tests" / "data" / "video_budget_cases.json"
 PATCH = 16

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
-from tests._media import write_video
+from helpers import write_video
 
 from qwen3vl_eval.errors import ProcessorError
 from qwen3vl_eval.processor import Processor, VideoSettings, sample_indices
