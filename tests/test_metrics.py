@@ -1,12 +1,16 @@
 """Metrics on hand-worked cases, as the benchmarks' standard scripts compute them."""
 
+from types import SimpleNamespace
+
 import pytest
 
+from qwen3vl_eval.eval import reference_lm_eval, reference_lmms  # noqa: F401  (register the headline rules)
 from qwen3vl_eval.eval.metrics import (
     METRICS,
     SCORERS,
     anls,
     box_iou,
+    get_metric,
     levenshtein,
     mmmu_open_correct,
     relaxed_correctness,
@@ -15,6 +19,7 @@ from qwen3vl_eval.eval.metrics import (
     vqa_accuracy,
     vqa_normalize,
 )
+from qwen3vl_eval.eval.parsers import PARSERS
 
 
 def test_levenshtein():
@@ -108,3 +113,56 @@ def test_thresholds_and_summary():
     assert (s["n_samples"], s["n_errors"], s["n_parse_failures"]) == (4, 1, 1)
     assert s["breakdowns"]["d"]["long"]["n"] == 3
     assert s["breakdowns"]["d"]["short"]["r1@0.5"] == 100.0
+
+
+def test_mmmu_open_flexible_fixes():
+    # the stated answer counts, not any number of the working (was right for gold 24)
+    assert not mmmu_open_correct("24 * 2 = 48, so 48", "24")
+    assert mmmu_open_correct("48 / 2 = 24, so 24", "24")
+    assert not mmmu_open_correct("The answer is not 24, it is 3.", "24")  # negated
+    assert not mmmu_open_correct("The value is (1,2)", "12")  # (1,2) is not 12
+    assert mmmu_open_correct("0.0025", "2.5e-3") and mmmu_open_correct("2.5e-3", "0.0025")  # scientific golds
+    assert not mmmu_open_correct("0.001", "2.5e-3")  # 2 decimals alone would call these equal
+    assert not mmmu_open_correct("It was not the Renaissance.", "Renaissance")
+
+
+def test_flexible_metric_names_and_counts():
+    m = get_metric("acc@0.5_flexible")
+    assert (m.key, m.threshold) == ("iou_flexible", 0.5)
+    records = [{"id": "1", "scores": {"accuracy": 1.0, "accuracy_flexible": 1.0}, "parsed": True,
+                "parsed_flexible": True},
+               {"id": "2", "scores": {"accuracy": 0.0, "accuracy_flexible": 0.0, "random_fallback": 1.0},
+                "parsed": True, "parsed_flexible": False},
+               {"id": "3", "scores": {"accuracy": 0.0, "accuracy_flexible": 0.0}, "parsed": False,
+                "parsed_flexible": False, "truncated_reasoning": True}]
+    s = summarize(["accuracy", "accuracy_flexible"], records)
+    assert s["metrics"]["accuracy"] == pytest.approx(100 / 3)
+    assert s["metrics"]["parse_failure_rate_flexible"] == pytest.approx(200 / 3)
+    assert (s["n_random_fallback"], s["n_truncated_reasoning"]) == (1, 1)
+
+
+def test_reference_quirks_kept_in_headline():
+    # lm-eval gsm8k compares strings: "1080.00" is not "1080"; flexible-extract takes the last number-ish token
+    gsm = PARSERS["gsm8k_lm_eval"]("so 1,080.00 dollars\n#### 1,080.00", None)
+    assert SCORERS["gsm8k_lm_eval"](gsm, "1080") == {"exact_match": 0.0, "exact_match_strict": 0.0}
+    assert SCORERS["gsm8k_lm_eval"](PARSERS["gsm8k_lm_eval"]("#### 1,080.", None), "1080")["exact_match_strict"]
+    assert PARSERS["gsm8k_lm_eval"]("#### $1,080", None)["strict"] == "[invalid]"  # strict-match has no "$"
+    # lm-eval mmlu_generative: the first line without punctuation must be the letter
+    assert PARSERS["mmlu_lm_eval"]("(B).\nbecause", None) == "(B)."
+    assert SCORERS["mmlu_lm_eval"]("(B).", "B") == {"accuracy": 1.0}
+    assert SCORERS["mmlu_lm_eval"]("Answer: B", "B") == {"accuracy": 0.0}
+    # lmms-eval chartqa reads the raw reply; ANLS divides by the raw length
+    assert SCORERS["relaxed_lmms"](" Canada", "Canada") == {"relaxed_accuracy": 0.0}
+    assert SCORERS["anls_lmms"]("abc  ", ["abd"])["anls"] == pytest.approx(0.8)  # 1 - 1/5
+    assert SCORERS["anls"]("abc  ", ["abd"])["anls"] == pytest.approx(2 / 3)  # 1 - 1/3
+
+
+def test_mmmu_random_fallback_is_seeded_and_flagged():
+    sample = SimpleNamespace(id="validation_Art_3", choices=["red", "green", "blue", "black"])
+    first = PARSERS["mmmu_ref"]("I cannot tell", sample)
+    assert first["random_fallback"] and first == PARSERS["mmmu_ref"]("I cannot tell", sample)
+    other = [PARSERS["mmmu_ref"]("no idea", SimpleNamespace(id=str(i), choices=sample.choices))["choice"]
+             for i in range(40)]
+    assert set(other) == {"A", "B", "C", "D"}  # a draw per sample, not a constant letter
+    assert PARSERS["mmmu_ref"]("The answer is (C).", sample) == {"choice": "C", "random_fallback": False}
+    assert SCORERS["mmmu_ref"](first, {"answer": first["choice"]})["random_fallback"] == 1.0

@@ -7,6 +7,7 @@ import pytest
 from qwen3vl_eval.eval.parsers import (
     PARSERS,
     box_to_pixels,
+    numbers_in,
     parse_box_relative,
     parse_chart_answer,
     parse_gsm8k,
@@ -124,6 +125,39 @@ def test_reasoning_split_and_parsers_see_the_answer_without_surrounding_whitespa
     sample = SimpleNamespace(choices=["x", "y"], target="A")
     assert PARSERS["mc_letter"](" A ", sample) == PARSERS["mc_letter"]("A", sample) == "A"
     assert PARSERS["short_answer"]("\n red \n", sample) == PARSERS["short_answer"]("red", sample)
+
+
+# ---------------------------------------------------------------- issue #13 item 3: the flexible reading's fixes
+
+@pytest.mark.parametrize("text,expected", [
+    ("B or C", None),  # two letters offered: ambiguous (was C)
+    ("A and B", None),  # (was B)
+    ("B\n\nOption A is wrong because it ignores friction.", "B"),  # (was None)
+    ("The answer is not B", None),  # negated (was B)
+    ("The answer is not B; it is C.", "C"),
+    ("It could be A or C; the best answer is C.", "C"),
+    ("I think the answer is B, not C.", "B"),
+])
+def test_letter_fixes(text, expected):
+    assert parse_letter(text, 4) == expected
+
+
+def test_number_fixes():
+    assert parse_number("2.5e-3") == 0.0025 and parse_number("1.2E+3") == 1200.0
+    assert parse_number("1,2") is None  # a comma is only a thousands separator (was 12)
+    assert numbers_in("(1,2) and 1,000") == [1.0, 2.0, 1000.0]
+
+
+def test_time_span_fallback_skips_clip_lengths():
+    # was (2.5, 30.0): the clip's length taken as the end
+    assert parse_time_span("The video is 30 seconds long, starting at 2.5 and ending at 7.") == (2.5, 7.0)
+    assert parse_time_span("The clip lasts 30 seconds; the event: 2.5 and then 7") == (2.5, 7.0)
+    assert parse_time_span("Start time: 3.5\nEnd time: 9") == (3.5, 9.0)
+
+
+def test_qwen2vl_box_tokens():
+    assert parse_box_relative("<|box_start|>(10,20),(300,400)<|box_end|>") == [10, 20, 300, 400]
+    assert parse_box_relative("<|object_ref_start|>man<|object_ref_end|>(1, 2), (3, 4)") == [1, 2, 3, 4]
 
 
 def test_parsers_are_versioned():

@@ -67,7 +67,8 @@ def test_failing_samples_are_logged_and_the_run_goes_on(tmp_path):
     assert "prompt too long" in recs[samples[1].id]["error"]
     assert "UnidentifiedImageError" in recs["bad-image"]["error"]
     assert "not found" in recs["no-video"]["error"]
-    assert recs[samples[0].id]["scores"] == {"accuracy": 1.0}  # batch-mates of the failing one still scored
+    # batch-mates of the failing one still scored
+    assert recs[samples[0].id]["scores"] == {"accuracy": 1.0, "accuracy_flexible": 1.0}
     assert recs[samples[0].id]["accuracy"] == 1.0  # CONTRACTS 5: per-sample scores are fields of the line
     assert "accuracy" not in recs["bad-image"] and recs["bad-image"]["scores"] is None
     assert res["metrics"]["accuracy"] == pytest.approx(400 / 7)
@@ -84,7 +85,8 @@ def test_results_record_what_makes_a_number(tmp_path):
     for key in ("task", "model", "metrics", "n_samples", "n_errors", "config", "throughput", "versions",
                 "created", "model_info", "started", "finished"):
         assert key in saved, key
-    assert saved["versions"]["prompt"] == "mcq_qwen3vl@1" and saved["versions"]["parser"] == "mc_letter@1"
+    assert saved["versions"]["prompt"] == "mcq_qwen3vl@1" and saved["versions"]["parser"] == "mmlu_lm_eval@1"
+    assert saved["versions"]["parser_flexible"] == "mc_letter@2" and saved["reference"].startswith("lm-evaluation")
     assert saved["throughput"]["generated_tokens"] == 10 and saved["throughput"]["samples_per_s"] > 0
     assert saved["config"]["generation"] == {"max_new_tokens": 8, "temperature": 0.0}
 

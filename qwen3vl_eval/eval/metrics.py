@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from qwen3vl_eval.eval.parsers import numbers_in, parse_number
+from qwen3vl_eval.eval.parsers import _negated, parse_number
 
 SCORERS: dict[str, Callable[[Any, Any], dict[str, float]]] = {}
 
@@ -63,6 +63,17 @@ METRICS: dict[str, Metric] = {
         Metric("miou", "iou"),
     ]
 }
+
+
+FLEXIBLE = "_flexible"
+
+
+def get_metric(name: str) -> Metric:
+    """A metric by name; `<metric>_flexible` aggregates the `<key>_flexible` per-sample values the same way."""
+    if name in METRICS:
+        return METRICS[name]
+    base = METRICS[name.removesuffix(FLEXIBLE)] if name.endswith(FLEXIBLE) else METRICS[name]
+    return Metric(name, base.key + FLEXIBLE, base.threshold, base.higher_is_better)
 
 
 # ---------------------------------------------------------------- ANLS (DocVQA)
@@ -230,24 +241,47 @@ def _gsm8k(pred: dict | None, target: str) -> dict[str, float]:
 
 # ---------------------------------------------------------------- MMMU
 
+_ANSWER_MARKER = re.compile(r"(?:final answer|answer is|answer:|answer|therefore|thus|hence|so|=)\s*:?\s*",
+                            re.IGNORECASE)
+
+
+def final_answer_text(prediction: str) -> str:
+    """The part of a reply that states its answer: what follows the last "answer is" / "therefore" / "so" / "="
+    up to the end of that line, else the first non-empty line."""
+    marks = list(_ANSWER_MARKER.finditer(prediction))
+    if marks:
+        tail = prediction[marks[-1].end():].strip()
+        if tail:
+            return tail.splitlines()[0]
+    return next((line for line in prediction.strip().splitlines() if line.strip()), "")
+
+
 def mmmu_open_correct(prediction: str, gold: str) -> bool:
-    """MMMU open question: a gold number equals a number in the response (to 2 decimals), or the normalized
-    gold text is contained in the response. A gold written as a list literal accepts any element."""
+    """MMMU open question: the last (not negated) number of the reply's stated answer equals a gold number (to
+    within 1%, and to 2 decimals), or the normalized gold text occurs as words, not negated, there or in the
+    first line. A gold written as a list literal accepts any element."""
     golds: list[str] = [gold]
     if gold.strip().startswith("["):
         try:
             golds = [str(g) for g in ast.literal_eval(gold.strip())]
         except (ValueError, SyntaxError):
             pass
-    pred_low = prediction.lower().strip()
-    pred_nums = [round(v, 2) for v in numbers_in(prediction)]
+    part = final_answer_text(prediction)
+    nums = [n for n in re.finditer(r"(?<![\d,.])[-+]?\$?(?:\d[\d,]*)?\.?\d+(?:[eE][-+]?\d+)?%?", part)
+            if not _negated(part, n.start())]
+    last = parse_number(nums[-1].group(0)) if nums else None
+    first = next((line for line in prediction.strip().splitlines() if line.strip()), "")
+    low = part.lower() + "\n" + first.lower()
     for g in golds:
         gv = parse_number(g)
         if gv is not None:
-            if round(gv, 2) in pred_nums:
+            if last is not None and round(last, 2) == round(gv, 2) and abs(last - gv) <= 0.01 * abs(gv):
                 return True
-        elif g.strip().lower().rstrip(".") and g.strip().lower().rstrip(".") in pred_low:
-            return True
+            continue
+        text = g.strip().lower().rstrip(".")
+        for m in re.finditer(rf"(?<!\w){re.escape(text)}(?!\w)", low) if text else ():
+            if not _negated(low, m.start()):
+                return True
     return False
 
 
@@ -294,13 +328,17 @@ def _biou(pred: list[float] | None, target: dict) -> dict[str, float]:
 
 def summarize(metric_names: list[str], records: list[dict], group_by: list[str] | None = None) -> dict[str, Any]:
     """Metrics (percent) over sample records (failed ones count 0), the parse-failure rate over the samples
-    that produced text, and the same metrics per value of each `group_by` meta field."""
+    that produced text (and of the flexible reading), the same metrics per value of each `group_by` meta field,
+    and counts of Thinking replies cut before `</think>` and of MMMU's seeded letter guesses."""
 
     def block(recs: list[dict]) -> dict[str, float | None]:
         per = [None if r.get("error") else r.get("scores") for r in recs]
-        out = {m: METRICS[m].aggregate(per) for m in metric_names}
+        out = {m: get_metric(m).aggregate(per) for m in metric_names}
         ok = [r for r in recs if not r.get("error")]
         out["parse_failure_rate"] = 100.0 * sum(not r.get("parsed") for r in ok) / len(ok) if ok else None
+        if any(m.endswith(FLEXIBLE) for m in metric_names):
+            out["parse_failure_rate_flexible"] = (100.0 * sum(not r.get("parsed_flexible") for r in ok) / len(ok)
+                                                  if ok else None)
         return out
 
     breakdowns: dict[str, dict[str, dict]] = {}
@@ -314,5 +352,7 @@ def summarize(metric_names: list[str], records: list[dict], group_by: list[str] 
         "n_samples": len(records),
         "n_errors": sum(bool(r.get("error")) for r in records),
         "n_parse_failures": sum(not r.get("error") and not r.get("parsed") for r in records),
+        "n_truncated_reasoning": sum(bool(r.get("truncated_reasoning")) for r in records),
+        "n_random_fallback": sum(bool((r.get("scores") or {}).get("random_fallback")) for r in records),
         "breakdowns": breakdowns,
     }

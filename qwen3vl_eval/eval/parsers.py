@@ -24,19 +24,21 @@ class Parser:
     version: int
     fn: Callable[[str, Any], Any]
 
+    strip: bool = True  # False: `fn` reads the reply as generated (reference scorers that do not strip)
+
     def __call__(self, text: str, sample: Any = None) -> Any:
-        """`fn` on `text` without its surrounding whitespace."""
-        return self.fn(text.strip(), sample)
+        """`fn` on `text`, without its surrounding whitespace unless the parser reads the raw reply."""
+        return self.fn(text.strip() if self.strip else text, sample)
 
 
 PARSERS: dict[str, Parser] = {}
 
 
-def register(name: str, version: int) -> Callable:
-    """Decorator: add `fn` to PARSERS under `name`."""
+def register(name: str, version: int, *, strip: bool = True) -> Callable:
+    """Decorator: add `fn` to PARSERS under `name` (`strip=False`: it sees the reply as generated)."""
 
     def deco(fn: Callable) -> Callable:
-        PARSERS[name] = Parser(name, version, fn)
+        PARSERS[name] = Parser(name, version, fn, strip)
         return fn
 
     return deco
@@ -61,12 +63,15 @@ def parse_letter(text: str, n_choices: int = 4, choices: list[str] | None = None
     m = re.match(rf"^\**\s*[\(\[]?({cls})\s*(?:[\)\].:]|$)", t)
     if m:
         return m.group(1)
-    found = set(re.findall(rf"[\(\[]({cls})[\)\]]", t))
-    if len(found) == 1:
-        return found.pop()
-    found = set(re.findall(rf"(?<![\w'])({cls})(?:[.):](?!\w)|$)", t))
-    if len(found) == 1:
-        return found.pop()
+    first = t.splitlines()[0].strip(" \t.:;,!*()[]'\"`")  # "B\n\nOption A is wrong because ..."
+    if len(first) == 1 and first in valid:
+        return first
+    if re.search(rf"(?<![\w'])[\(\[]?({cls})[\)\]]?\s*(?:or|and|/|,)\s*[\(\[]?(?!\1)({cls})\b(?![a-z'])", t):
+        return None  # "B or C": two letters offered
+    for pattern in (rf"[\(\[]({cls})[\)\]]", rf"(?<![\w'])({cls})(?:[.):;,](?!\w)|$)"):
+        found = {m.group(1) for m in re.finditer(pattern, t) if not _negated(t, m.start())}
+        if len(found) == 1:
+            return found.pop()
     if choices:
         low = t.lower()
         hits = [LETTERS[i] for i, c in enumerate(choices[: len(valid)]) if c and c.strip().lower() in low]
@@ -75,7 +80,17 @@ def parse_letter(text: str, n_choices: int = 4, choices: list[str] | None = None
     return None
 
 
-@register("mc_letter", version=1)
+_NEGATION = re.compile(r"(?:\bnot|n't|\bnever|\bno|\brather than|\binstead of)\s+(?:the\s+|an?\s+)?"
+                       r"(?:option\s+|choice\s+)?[\(\[]?$",
+                       re.IGNORECASE)
+
+
+def _negated(text: str, start: int) -> bool:
+    """Whether the mention at `start` is negated ("not B", "isn't (C)", "rather than 24")."""
+    return bool(_NEGATION.search(text[max(0, start - 24) : start]))
+
+
+@register("mc_letter", version=2)
 def _mc_letter(text: str, sample: Any) -> str | None:
     choices = list(getattr(sample, "choices", None) or [])
     return parse_letter(text, len(choices) or 4, choices)
@@ -83,11 +98,13 @@ def _mc_letter(text: str, sample: Any) -> str | None:
 
 # ---------------------------------------------------------------- numbers
 
-_NUM = r"[-+]?\$?\d[\d,]*(?:\.\d+)?%?|[-+]?\$?\.\d+%?"
+_NUM = (r"[-+]?\$?(?:\d{1,3}(?:,\d{3}(?!\d))+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?"
+        r"|[-+]?\$?\.\d+(?:[eE][-+]?\d+)?%?")
 
 
 def parse_number(text: str) -> float | None:
-    """A number written as "1,000", "$5", "-3.5%" or "2." -> float (percent kept as its number: 3.5)."""
+    """A number written as "1,000", "$5", "-3.5%", "2.5e-3" or "2." -> float (percent kept as its number: 3.5).
+    Commas count only as thousands separators: "1,2" is not a number."""
     m = re.fullmatch(r"\s*(" + _NUM + r")\s*\.?\s*", text)
     if not m:
         return None
@@ -101,7 +118,7 @@ def parse_number(text: str) -> float | None:
 def numbers_in(text: str) -> list[float]:
     """Every number in `text`, in order (thousands separators, currency and percent signs removed)."""
     out = []
-    for tok in re.findall(_NUM, text):
+    for tok in re.findall(rf"(?<![\d.])(?:{_NUM})", text):
         v = parse_number(tok)
         if v is not None:
             out.append(v)
@@ -113,13 +130,13 @@ def format_number(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
-@register("last_number", version=1)
+@register("last_number", version=2)
 def _last_number(text: str, sample: Any) -> str | None:
     nums = numbers_in(text)
     return format_number(nums[-1]) if nums else None
 
 
-@register("gsm8k", version=1)
+@register("gsm8k", version=2)
 def parse_gsm8k(text: str, sample: Any = None) -> dict[str, str | None] | None:
     """Both lm-eval GSM8K extractions: `flexible` = the last number, `strict` = the first "#### n"."""
     flex = re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)", text)
@@ -155,7 +172,7 @@ def parse_short_answer(text: str, sample: Any = None) -> str | None:
     return None
 
 
-@register("chart_answer", version=1)
+@register("chart_answer", version=2)
 def parse_chart_answer(text: str, sample: Any = None) -> str | None:
     """A short answer; a lone number written "1,000", "$5" or "5." becomes "1000"/"5" ("%" kept, the relaxed
     metric reads it), so the ChartQA float comparison can apply."""
@@ -177,6 +194,10 @@ _SEC = r"\d+(?:\.\d+)?"
 _UNIT = r"(?:\s*(?:s|sec|secs|second|seconds)\b)?"
 
 
+_DURATION = re.compile(r"\s*(?:s|sec|secs|seconds?)?[\s-]*(?:long|in length|in total|total|video|clip)\b")
+_DURATION_BEFORE = re.compile(r"(?:lasts|duration(?: is| of)?|length(?: is| of)?|(?:video|clip) is)\s*(?:about\s*)?$")
+
+
 def clock_to_seconds(tok: str) -> float:
     """"mm:ss(.ff)" or "hh:mm:ss(.ff)" -> seconds."""
     parts = [float(p) for p in tok.split(":")]
@@ -188,7 +209,8 @@ def clock_to_seconds(tok: str) -> float:
 
 def parse_time_span(text: str) -> tuple[float, float] | None:
     """The first (start, end) in seconds: "a - b", "a to b", "from a to b", "between a and b", clock times
-    mm:ss(.ff) / hh:mm:ss, with or without "seconds". A reversed span is swapped; nothing found -> None."""
+    mm:ss(.ff) / hh:mm:ss, with or without "seconds", "starts at a ... ends at b"; else the first two loose
+    numbers that are not a clip length. A reversed span is swapped; nothing found -> None."""
     t = text.lower().replace("\u2013", "-").replace("\u2014", "-")
     clocks = re.findall(_CLOCK, t)
     if len(clocks) >= 2:
@@ -198,14 +220,20 @@ def parse_time_span(text: str) -> tuple[float, float] | None:
         if m:
             a, b = float(m.group(1)), float(m.group(2))
         else:
-            nums = re.findall(rf"(?<![\d.:])({_SEC})(?![\d:])", t)
-            if len(nums) < 2:
-                return None
-            a, b = float(nums[0]), float(nums[1])
+            m = re.search(rf"start\w*\s+(?:at\s+|time:?\s*)?({_SEC})\b.*?\bend\w*\s+(?:at\s+|time:?\s*)?({_SEC})", t,
+                          re.DOTALL)
+            if m:
+                a, b = float(m.group(1)), float(m.group(2))
+            else:  # loose numbers, without clip lengths ("the video is 30 seconds long")
+                nums = [n.group(1) for n in re.finditer(rf"(?<![\d.:])({_SEC})(?![\d:])", t)
+                        if not _DURATION.match(t, n.end()) and not _DURATION_BEFORE.search(t[: n.start()])]
+                if len(nums) < 2:
+                    return None
+                a, b = float(nums[0]), float(nums[1])
     return (a, b) if a <= b else (b, a)
 
 
-@register("time_span", version=1)
+@register("time_span", version=2)
 def _time_span(text: str, sample: Any) -> list[float] | None:
     span = parse_time_span(text)
     return list(span) if span else None
@@ -239,8 +267,8 @@ def _find_box(obj: Any) -> list[float] | None:
 
 
 def parse_box_relative(text: str) -> list[float] | None:
-    """The first box in Qwen3-VL's JSON (`{"bbox_2d": [x1, y1, x2, y2], ...}`, fenced or bare, or a bare list of
-    four numbers), still on the 0-1000 relative scale."""
+    """The first box in Qwen3-VL's JSON (`{"bbox_2d": [x1, y1, x2, y2], ...}`, fenced or bare), Qwen2-VL's
+    `(x1,y1),(x2,y2)` (inside box tokens or not), or a bare list of four numbers; still on the 0-1000 scale."""
     t = re.sub(r"```(?:json)?", "", text).strip()
     candidates = [t]
     for open_, close in (("[", "]"), ("{", "}")):
@@ -254,6 +282,9 @@ def parse_box_relative(text: str) -> list[float] | None:
             continue
         if box:
             return box
+    m = re.search(rf"\(\s*({_SEC})\s*,\s*({_SEC})\s*\)\s*,?\s*\(\s*({_SEC})\s*,\s*({_SEC})\s*\)", t)
+    if m:  # Qwen2-VL style "<|box_start|>(x1,y1),(x2,y2)<|box_end|>"
+        return [float(g) for g in m.groups()]
     m = re.search(rf"[\[\(]\s*({_SEC})\s*,\s*({_SEC})\s*,\s*({_SEC})\s*,\s*({_SEC})\s*[\]\)]", t)
     return [float(g) for g in m.groups()] if m else None
 
@@ -266,7 +297,7 @@ def box_to_pixels(box: list[float], width: float, height: float) -> list[float]:
     return [x1 * width / 1000, y1 * height / 1000, x2 * width / 1000, y2 * height / 1000]
 
 
-@register("bbox_qwen3vl", version=1)
+@register("bbox_qwen3vl", version=2)
 def _bbox(text: str, sample: Any) -> list[float] | None:
     box = parse_box_relative(text)
     if box is None:
@@ -277,7 +308,7 @@ def _bbox(text: str, sample: Any) -> list[float] | None:
 
 # ---------------------------------------------------------------- MMMU (letter or open answer)
 
-@register("mmmu", version=1)
+@register("mmmu", version=2)
 def _mmmu(text: str, sample: Any) -> str | None:
     if sample.choices:
         return parse_letter(text, len(sample.choices), sample.choices)

@@ -23,8 +23,11 @@ def render_report(results: dict, records: list[dict]) -> str:
                                    ("checkpoint sha256", (info.get("checkpoint_sha256") or "")[:16] or None),
                                    ("revision", info.get("revision"))) if v is not None]
     model_line = f"- model: `{model}`" + (f" ({', '.join(run)})" if run else "")
-    out += [model_line, f"- samples: {results['n_samples']} (errors {results['n_errors']}, "
-            f"parse failures {results.get('n_parse_failures', 0)})", f"- created: {results['created']}",
+    counts = [f"errors {results['n_errors']}", f"parse failures {results.get('n_parse_failures', 0)}"]
+    counts += [f"{label} {results[k]}" for k, label in (("n_truncated_reasoning", "truncated reasoning"),
+                                                         ("n_random_fallback", "random letter fallbacks"))
+               if results.get(k)]
+    out += [model_line, f"- samples: {results['n_samples']} ({', '.join(counts)})", f"- created: {results['created']}",
             f"- data: {results.get('data_source') or '-'}{_provenance(cfg.get('data_provenance'))}",
             f"- versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}"]
     gen = cfg.get("generation")
@@ -36,6 +39,9 @@ def render_report(results: dict, records: list[dict]) -> str:
     if cfg.get("media"):
         out.append(f"- media: {json.dumps(cfg['media'], sort_keys=True)}")
     out.append("")
+    if results.get("reference"):
+        out += [f"- headline metrics reproduce: {results['reference']}; `*_flexible`: the harness' lenient "
+                "reading of the same replies", ""]
     out += ["## Metrics", "", markdown_table(["metric", "value"], [[k, v] for k, v in m.items()]), ""]
     for fld, groups in (results.get("breakdowns") or {}).items():
         names = [k for k in next(iter(groups.values()), {}) if k != "n"]

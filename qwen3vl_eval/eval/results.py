@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen3vl_eval.errors import TaskError
+from qwen3vl_eval.eval import reference_lm_eval, reference_lmms  # noqa: F401  (register the headline rules)
 from qwen3vl_eval.eval.adapters import Sample
 from qwen3vl_eval.eval.metrics import SCORERS, summarize
 from qwen3vl_eval.eval.parsers import PARSERS
@@ -30,24 +31,39 @@ def now() -> str:
 # ---------------------------------------------------------------- one sample
 
 def score_sample(spec: TaskSpec, sample: Sample, prediction: str | None, error: str | None = None,
-                 extra: dict | None = None, *, split: tuple[str | None, str] | None = None) -> dict:
+                 extra: dict | None = None, *, split: tuple[str | None, str] | None = None,
+                 thinking: bool = False) -> dict:
     """The samples.jsonl record of one sample: raw prediction, reasoning (left out of scoring), answer, extracted
-    value, target, per-sample scores, error. `split` is the reply's (reasoning, answer) when the backend gave
-    them (`Reply.reasoning`, `Reply.answer`); else the prediction is split here (`split_reasoning`)."""
+    value, target, per-sample scores (headline, then `<key>_flexible` from the task's flexible reading), error.
+    `split` is the reply's (reasoning, answer) when the backend gave them (`Reply.reasoning`, `Reply.answer`);
+    else the prediction is split here (`split_reasoning`). The answer after `</think>` is stripped (lmms-eval's
+    Qwen3-VL reading); without `</think>` the reply is scored as generated (the reference scorers see the raw
+    text). A reply cut off before `</think>` (a Thinking checkpoint's, `thinking=True`, or one that opened
+    `<think>`) has no answer: a parse failure of both readings, counted as `truncated_reasoning`."""
     rec: dict[str, Any] = {"id": sample.id, "prediction": prediction}
     if error is not None or prediction is None:
         rec.update(extracted=None, parsed=False, target=sample.target, scores=None,
                    error=error or "no prediction")
     else:
         reasoning, answer = split if split is not None else split_reasoning(prediction)
-        extracted = PARSERS[spec.parser](answer, sample)
+        if reasoning is None and (thinking or "<think>" in prediction):
+            reasoning, answer = prediction.replace("<think>", "", 1).strip(), None
+        elif reasoning is not None:
+            answer = answer.strip()
+        extracted = None if answer is None else PARSERS[spec.parser](answer, sample)
         scores = SCORERS[spec.scorer](extracted, sample.target)
-        rec.update(answer=answer, extracted=extracted, parsed=extracted is not None, target=sample.target,
-                   scores=scores, error=None)
+        rec.update(answer=answer, extracted=extracted, parsed=extracted is not None, target=sample.target)
+        if spec.flexible:
+            flex = None if answer is None else PARSERS[spec.flexible["parser"]](answer, sample)
+            scores |= {f"{k}_flexible": v for k, v in SCORERS[spec.flexible["scorer"]](flex, sample.target).items()}
+            rec.update(extracted_flexible=flex, parsed_flexible=flex is not None)
+        rec.update(scores=scores, error=None)
         # CONTRACTS section 5: the per-sample scores are fields of the line; `scores` groups them as well
         rec.update({k: v for k, v in scores.items() if k not in rec})
         if reasoning is not None:
             rec["reasoning"] = reasoning
+        if answer is None:
+            rec["truncated_reasoning"] = True
     if sample.meta:
         rec["meta"] = sample.meta
     if extra:
@@ -103,13 +119,15 @@ def finish(spec: TaskSpec, samples: list[Sample], records: list[dict], out_dir: 
     """Aggregate the records of `samples` (last record per id, dataset order) into results.json and report.md."""
     by_id = {r["id"]: r for r in records}
     ordered = [by_id[s.id] for s in samples if s.id in by_id]
-    summary = summarize(spec.metrics, ordered, spec.group_by)
+    summary = summarize(spec.all_metrics, ordered, spec.group_by)
     results = {
         "task": spec.task,
         "model": config.get("model"),
         **summary,
         "primary_metric": spec.primary_metric,
-        "higher_is_better": {m: True for m in spec.metrics} | {"parse_failure_rate": False},
+        "reference": spec.reference or None,
+        "higher_is_better": {m: True for m in spec.all_metrics} | {"parse_failure_rate": False,
+                                                                   "parse_failure_rate_flexible": False},
         "config": config,
         "throughput": extra.pop("throughput", None),
         "versions": versions(spec),
@@ -130,6 +148,9 @@ def versions(spec: TaskSpec) -> dict[str, Any]:
         "parser": f"{parser.name}@{parser.version}", "scorer": spec.scorer,
         "harness": getattr(qwen3vl_eval, "__version__", None), "python": platform.python_version(),
     }
+    if spec.flexible:
+        flex = PARSERS[spec.flexible["parser"]]
+        out.update(parser_flexible=f"{flex.name}@{flex.version}", scorer_flexible=spec.flexible["scorer"])
     if spec.data.source == "synth":
         from qwen3vl_eval.eval.synth import VERSION
 

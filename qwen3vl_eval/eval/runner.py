@@ -161,6 +161,8 @@ class Generator:
         self.timeout = sample_timeout
         self.oom_splits = 0
         self.timeouts = 0
+        # a Thinking checkpoint's reply without </think> was cut off mid-reasoning (backend info "thinking")
+        self.thinking = bool(backend.info().get("thinking"))
         try:
             self._streams = "on_tokens" in inspect.signature(backend.chat).parameters
         except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
@@ -239,6 +241,6 @@ class Generator:
                 # the call held this sample alone; else unknown (null)
                 n_tokens = len(ids) if ids else counted if len(group) == 1 else None
                 extra = {"finish_reason": getattr(reply, "finish_reason", None), "generated_tokens": n_tokens}
-                records[s.id] = score_sample(spec, s, reply.text, extra=extra,
+                records[s.id] = score_sample(spec, s, reply.text, extra=extra, thinking=self.thinking,
                                              split=(reply.reasoning, reply.answer))
         return [records[s.id] for s in batch]

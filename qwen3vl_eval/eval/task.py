@@ -11,8 +11,10 @@ not tasks. A suite is every task that lists it in `suites:`.
     data: {source: hf, path: lmms-lab-encoder/DocVQA, name: DocVQA, split: validation, revision: main}
     adapter: docvqa
     prompt: vqa_short
-    parser: short_answer
-    scorer: anls
+    reference: lmms-eval 0.7.3 tasks/docvqa (docvqa_val, anls)
+    parser: raw                    # headline: the reference's extraction and metric, rule for rule
+    scorer: anls_lmms
+    flexible: {parser: short_answer, scorer: anls}   # our lenient reading, metrics named <metric>_flexible
     metrics: [anls]
     generation: {max_new_tokens: 32}
 
@@ -79,6 +81,8 @@ class TaskSpec:
     generation: dict[str, Any] = field(default_factory=dict)
     media: dict[str, dict] = field(default_factory=dict)
     recipe: str | None = None
+    reference: str = ""
+    flexible: dict[str, str] = field(default_factory=dict)
     source_file: str = ""
 
     @property
@@ -88,6 +92,11 @@ class TaskSpec:
     @property
     def primary_metric(self) -> str:
         return self.metrics[0]
+
+    @property
+    def all_metrics(self) -> list[str]:
+        """The headline metrics, then (when the task has a `flexible:` reading) each as `<metric>_flexible`."""
+        return self.metrics + ([f"{m}_flexible" for m in self.metrics] if self.flexible else [])
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -114,6 +123,7 @@ def _read_yaml(path: Path, depth: int = 0) -> dict:
 
 def parse_task(raw: dict, source: str = "<dict>") -> TaskSpec:
     """Validate a merged task mapping against the schema and the registries."""
+    from qwen3vl_eval.eval import reference_lm_eval, reference_lmms  # noqa: F401  (register the headline rules)
     from qwen3vl_eval.eval.adapters import ADAPTERS
     from qwen3vl_eval.eval.metrics import METRICS, SCORERS
     from qwen3vl_eval.eval.parsers import PARSERS
@@ -143,6 +153,11 @@ def parse_task(raw: dict, source: str = "<dict>") -> TaskSpec:
     checks = [("adapter", [spec.adapter], ADAPTERS), ("prompt", [spec.prompt], PROMPTS),
               ("parser", [spec.parser], PARSERS), ("scorer", [spec.scorer], SCORERS),
               ("metrics", spec.metrics, METRICS)]
+    if spec.flexible:
+        if not isinstance(spec.flexible, dict) or set(spec.flexible) != {"parser", "scorer"}:
+            raise TaskError(f"{source}: field flexible must be a mapping with parser and scorer")
+        checks += [("flexible.parser", [spec.flexible["parser"]], PARSERS),
+                   ("flexible.scorer", [spec.flexible["scorer"]], SCORERS)]
     for fld, names, registry in checks:
         for n in names:
             if n not in registry:

@@ -87,8 +87,10 @@ def _flip_groups(c: Any, store: MediaStore, samples: _Samples, max_flips: int) -
         spec, by_id, note = samples.get(task, k.path)
         primary = next(iter(b.metrics), None)
         for metric, flips in per_metric.items():
-            if not flips:
-                continue
+            same = per_metric.get(metric.removesuffix("_flexible")) if metric.endswith("_flexible") else None
+            if not flips or [(f.id, f.baseline_score, f.candidate_score) for f in flips] == [
+                    (f.id, f.baseline_score, f.candidate_score) for f in same or []]:
+                continue  # a flexible reading that flipped exactly like its headline metric: shown once
             lower = sorted((f for f in flips if f.candidate_score < f.baseline_score),
                            key=lambda f: f.candidate_score - f.baseline_score)
             higher = sorted((f for f in flips if f.candidate_score > f.baseline_score),
