@@ -152,7 +152,10 @@ def test_thinking_checkpoint_gets_the_thinking_recipe(tmp_path: Path) -> None:
     assert res["config"]["recipe"] == "qwen-thinking"
     assert res["config"]["recipe_source"] == "Thinking checkpoint default"
     assert res["config"]["generation"]["temperature"] == 0.6  # the recipe; the budget comes from the flag here
-    assert "Thinking checkpoint" in (out / "synth_text" / "report.md").read_text()
+    report = (out / "synth_text" / "report.md").read_text()
+    assert "Thinking checkpoint" in report
+    # 4 new tokens never reach </think>: both replies are cut-off reasoning, parse failures counted as such
+    assert res["n_truncated_reasoning"] == 2 and "truncated reasoning 2" in report
 
 
 def test_media_flags_are_applied_checked_and_recorded(tmp_path: Path) -> None:
