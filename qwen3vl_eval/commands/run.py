@@ -7,9 +7,8 @@ command prints how to resume and exits 130 (SIGINT) or 143 (SIGTERM). Data paral
 
 Backends (`qwen3vl_eval.backends.make_backend`): `native` (default), `hf` (transformers), `openai` (a server:
 `--base-url`, `--api-key-env`, `--served-model-name`, `--concurrency`, `--request-timeout`, `--retries`,
-`--video-mode`, `--video-url-scheme`; those flags with another backend are a usage error, exit 2).
-results.json records the backend, its options (URL without credentials, the key's variable name, never the key)
-and its `model_info`.
+`--video-mode`, `--video-url-scheme`; those flags with another backend are a usage error, exit 2). results.json records
+the backend, its options (URL without credentials, the key's variable name, never the key) and its `model_info`.
 """
 
 from __future__ import annotations
