@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 from qwen3vl_eval.eval.metrics import levenshtein, relaxed_correctness, scorer, vqa_accuracy
@@ -251,6 +252,14 @@ def _pairs(values: list[float]) -> list[list[float]]:
     return [[values[i], values[i + 1]] for i in range(0, len(values), 2)]
 
 
+def _first_ranges(pool: list[str], pattern: re.Pattern, conv: Callable[[str], float]) -> list[list[float]]:
+    """Every (a, b) match of `pattern` in the first sentence of `pool` that has one, converted; [] when none has."""
+    for s in pool:
+        if found := pattern.findall(s):
+            return [[conv(a), conv(b)] for a, b in found]
+    return []
+
+
 def lmms_time_span(reply: str) -> list[float] | None:
     """lmms-eval `extract_time`: "to" becomes "-" everywhere, sentences split at ! ? and newlines, those with a
     start/end keyword searched (else all): a clock range, a number range, clock times paired, each sentence's
@@ -258,25 +267,13 @@ def lmms_time_span(reply: str) -> list[float] | None:
     text = reply.lower().replace("a specific example is : 20.8 - 30.0 seconds", "").replace("to", "-")
     sentences = re.split(r"[!?\n]", text)
     pool = [s for s in sentences if any(k in s for k in _TVG_KEYWORDS)] or sentences
-    spans: list[list[float]] = []
-    for s in pool:
-        if found := _RANGE_CLOCK.findall(s):
-            spans = [[_clock(a), _clock(b)] for a, b in found]
-            break
-    if not spans:
-        for s in pool:
-            if found := _RANGE.findall(s):
-                spans = [[float(a), float(b)] for a, b in found]
-                break
+    spans = _first_ranges(pool, _RANGE_CLOCK, _clock) or _first_ranges(pool, _RANGE, float)
     if not spans:
         spans = _pairs([_clock(c) for s in pool for c in _CLOCK1.findall(s)])
     if not spans:
         spans = _pairs([float(m[0]) for s in pool if (m := _NUMBER1.findall(s))])
     if not spans:
-        for s in pool:
-            if found := _RANGE_S.findall(s):
-                spans = [[float(a), float(b)] for a, b in found]
-                break
+        spans = _first_ranges(pool, _RANGE_S, float)
     if not spans:
         return None
     a, b = spans[0]

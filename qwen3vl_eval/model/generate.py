@@ -23,7 +23,7 @@ from qwen3vl_eval.model.kv_cache import KVCache, allocate_caches
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 from qwen3vl_eval.model.rope import decode_position_ids, rope_index
 from qwen3vl_eval.model.sampling import GenerationParams, find_stop, make_generator, process_logits, select_tokens
-from qwen3vl_eval.runtime.timing import Timings
+from qwen3vl_eval.runtime.timing import Timings, synchronize
 
 # Prompt tokens per prefill pass through the decoder: longer prompts are prefilled in chunks, so memory grows
 # with chunk x prompt length (the last chunk's mask), not with the square of the prompt length.
@@ -35,11 +35,6 @@ class GenerationOutput:
     token_ids: list[int]
     finish_reason: str  # "stop" (eos or stop string) or "length"
     text: str | None = None  # set when a decode function was given
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()
@@ -108,12 +103,12 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
     alloc = getattr(step_fn, "allocate", allocate_caches)  # a CUDA-graph decoder owns reusable caches
     cache = alloc(model.config.text, B, L + N, dtype=dtype, device=device)
 
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     logits, rope_deltas = prefill(model, input_ids, attention_mask, cache, pixel_values=pixel_values,
                                   image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos,
                                   video_grid_thw=video_grid_thw, visual=visual)
-    _sync(device)
+    synchronize(device)
     t1 = time.perf_counter()
     timings.prefill += t1 - t0
     timings.prompt_tokens += int(attention_mask.sum())
@@ -178,7 +173,7 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
                 cache = _compact(cache, idx, model.config.text)
         logits = step_fn(model, tok, input_pos, rope_deltas, attention_mask, cache)
         input_pos = input_pos + 1  # on the device: no host-to-device copy per token
-    _sync(device)
+    synchronize(device)
     timings.decode += time.perf_counter() - t1
     outputs = [r if r is not None else GenerationOutput([], "length") for r in results]
     timings.generated_tokens += sum(len(o.token_ids) for o in outputs)
