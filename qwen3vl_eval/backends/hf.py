@@ -23,7 +23,8 @@ import torch
 from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.backends.native import model_info
 from qwen3vl_eval.checkpoints.hub import resolve_model
-from qwen3vl_eval.errors import InputError, ProcessorError
+from qwen3vl_eval.errors import CheckpointError, InputError, ProcessorError
+from qwen3vl_eval.jsonio import read_object
 from qwen3vl_eval.model.generate import finish_row
 from qwen3vl_eval.model.sampling import GenerationParams, find_stop
 from qwen3vl_eval.processor.chat import split_reasoning
@@ -35,10 +36,6 @@ from qwen3vl_eval.runtime.device import resolve_device, resolve_dtype
 from qwen3vl_eval.runtime.timing import Timings, free, synchronize
 
 GOLDEN_HINT = "the hf backend needs the golden extra: pip install 'qwen3vl-eval[golden]'"
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 class HFBackend:
@@ -72,7 +69,7 @@ class HFBackend:
         self.path, self.name = path, name
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        model_type = _read_json(self.path / "config.json").get("model_type")
+        model_type = read_object(self.path / "config.json", error=CheckpointError).get("model_type")
         if model_type == "qwen3_vl_moe":
             from transformers import Qwen3VLMoeForConditionalGeneration as model_cls
         elif model_type == "qwen3_vl":

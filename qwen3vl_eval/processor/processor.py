@@ -31,10 +31,6 @@ _DEFAULT_TOKENS = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video
                    "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
 
 
-def _read_json(path: Path) -> dict:
-    return read_object(path, error=CheckpointError)
-
-
 def _concat(parts: list[torch.Tensor]) -> torch.Tensor | None:
     """Rows of all items; a single item is used as is (no copy)."""
     return None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -59,7 +55,7 @@ class Processor:
         """Load from a checkpoint folder (commands resolve Hub ids and tiny names to folders first)."""
         folder = Path(path)
         tokenizer = Tokenizer.from_pretrained(folder)
-        config = _read_json(folder / "config.json")
+        config = read_object(folder / "config.json", error=CheckpointError)
         token_ids = {}
         for key, default in _DEFAULT_TOKENS.items():
             value = config.get(key, tokenizer.token_to_id(default))

@@ -11,25 +11,22 @@ import os
 from pathlib import Path
 from typing import Any
 
+from qwen3vl_eval import jsonio
 from qwen3vl_eval.errors import InputError
 
 _REQUIRED: Any = object()
 
 
 def read_json(path: Path, *, default: Any = _REQUIRED) -> Any:
-    """The JSON value in `path`; InputError (`PATH: not found` / `PATH: not valid JSON (...)`) otherwise, or
-    `default` when one is given (a file that may be missing or damaged, e.g. for a page that shows what is
-    there)."""
+    """The JSON value in `path` (bounded as `jsonio.read_json`); InputError (`PATH: ... not found` / `PATH: not
+    valid JSON (...)`) otherwise, or `default` when one is given (a file that may be missing or damaged, e.g.
+    for a page that shows what is there)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        return jsonio.read_json(path, max_bytes=jsonio.MAX_JSON_DATA_BYTES, what="file")
+    except InputError:
         if default is not _REQUIRED:
             return default
-        if isinstance(e, FileNotFoundError):
-            raise InputError(f"{path}: not found") from None
-        if isinstance(e, OSError):
-            raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+        raise
 
 
 def write_text(path: Path, text: str) -> None:
