@@ -11,24 +11,27 @@ from typing import Optional
 
 import typer
 
+from qwen3vl_eval.checkpoints.hub import TINY_NAMES
 from qwen3vl_eval.commands import handle_errors, resolve_target
+from qwen3vl_eval.commands import options as opt
 from qwen3vl_eval.errors import InputError
+from qwen3vl_eval.model.config import PRESETS  # torch-free
+
+PRESET_HELP = (f"Random weights of a released size: {', '.join(PRESETS)}. The tiny random checkpoints are "
+               f"--model values: {', '.join(TINY_NAMES)}.")
 
 
 @handle_errors
 def bench(
-    model: Optional[str] = typer.Option(None, "--model", help="Checkpoint folder, Hub id in the local cache, "
-                                        "or tiny / tiny-variant / tiny-moe."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Random weights of a released size (2B, 4B, "
-                                         "8B, 32B, 30B-A3B, 235B-A22B)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, "
-                              "bfloat16 or float16."),
+    model: opt.Model = None,
+    preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "auto",
     batch_size: str = typer.Option("1", "--batch-size", help="A batch size or a comma list, e.g. 1,8,32."),
     prompt_tokens: str = typer.Option("128", "--prompt-tokens", help="Text tokens per row (or a comma list); "
                                       "visual tokens come on top."),
     image: list[str] = typer.Option([], "--image", help="A synthetic image WIDTHxHEIGHT per row; repeatable."),
-    video: Optional[str] = typer.Option(None, "--video", help="A synthetic clip SECONDSxFPS[@WxH] (frames "
+    video: Optional[str] = typer.Option(None, "--video", help="A synthetic clip SECONDSxFPS or SECONDSxFPS@WxH (frames "
                                         "already sampled) or a media file, per row."),
     new_tokens: int = typer.Option(64, "--new-tokens", help="Tokens generated per row (exactly; no early stop)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed repeats before measuring."),

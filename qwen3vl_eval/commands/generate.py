@@ -9,25 +9,26 @@ from pathlib import Path
 import typer
 
 from qwen3vl_eval.commands import handle_errors, read_messages, resolve_target
+from qwen3vl_eval.commands import options as opt
 
 
 @handle_errors
 def main(
-    model: str = typer.Option(..., "--model", help="checkpoint folder, Hub id in the local HF cache, or 'tiny'"),
+    model: opt.Model,
     messages: Path = typer.Option(..., "--messages", help="JSON: one conversation or a list of them (a batch)"),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="tokens to generate at most"),
-    temperature: float = typer.Option(None, "--temperature", help="0 = greedy (default: generation_config.json)"),
-    top_p: float = typer.Option(None, "--top-p"),
-    top_k: int = typer.Option(None, "--top-k"),
-    repetition_penalty: float = typer.Option(None, "--repetition-penalty"),
-    presence_penalty: float = typer.Option(None, "--presence-penalty"),
+    temperature: opt.Temperature = None,
+    top_p: opt.TopP = None,
+    top_k: opt.TopK = None,
+    repetition_penalty: opt.RepetitionPenalty = None,
+    presence_penalty: opt.PresencePenalty = None,
     seed: int = typer.Option(0, "--seed", help="sampling seed"),
     stop: list[str] = typer.Option(None, "--stop", help="stop string (repeatable)"),
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="generate exactly --max-new-tokens tokens"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per conversation"),
-    video_prompt: str = typer.Option("trained", "--video-prompt", help="trained or transformers5"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16"),
+    video_prompt: opt.VideoPrompt = "trained",
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "auto",
 ) -> None:
     """Print the reply to each conversation (streamed for a single one), or JSON lines with --json."""
     from qwen3vl_eval.backends.native import Engine

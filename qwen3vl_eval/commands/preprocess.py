@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from qwen3vl_eval.commands import handle_errors, read_messages, resolve_target
+from qwen3vl_eval.commands import options as opt
 
 
 def collapse_runs(text: str, tokens: list[str]) -> str:
@@ -21,12 +22,11 @@ def collapse_runs(text: str, tokens: list[str]) -> str:
 
 @handle_errors
 def preprocess(
-    model: str = typer.Option(..., "--model", help="Checkpoint folder or Hub id (in the local HF cache)."),
+    model: opt.Model,
     messages: Path = typer.Option(..., "--messages", help="JSON messages file: a conversation or a list of "
                                   "them; relative media paths resolve against the file's folder."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the input.* tensors to this .safetensors."),
-    video_prompt: str = typer.Option("trained", "--video-prompt", help="trained: frame groups replace the "
-                                     "template's vision triple; transformers5: as transformers >= 5."),
+    video_prompt: opt.VideoPrompt = "trained",
     full: bool = typer.Option(False, "--full", help="Print placeholder runs in full instead of TOKEN*N."),
 ) -> None:
     """Print the rendered, expanded prompt(s) and tensor shapes; write the tensors with --out."""

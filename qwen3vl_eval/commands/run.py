@@ -22,24 +22,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, TypeVar
-
-import typer
+from typing import Any, TypeVar
 
 from qwen3vl_eval.commands import fail, handle_errors, resolve_target
+from qwen3vl_eval.commands import options as opt
+from qwen3vl_eval.commands.backend_options import backend_options as check_backend_options
+from qwen3vl_eval.commands.backend_options import recorded_options
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.eval import distributed
 from qwen3vl_eval.eval.rundir import RunLock, output_errors
 
-BACKENDS = ("native", "hf", "openai")
-VIDEO_MODES = ("frames", "url")
-VIDEO_URL_SCHEMES = ("data", "file")
-# the openai backend's own options: refused with the local backends, whose models run in this process
-OPENAI_OPTIONS = ("--base-url", "--api-key-env", "--served-model-name", "--concurrency", "--request-timeout",
-                  "--retries", "--video-mode", "--video-url-scheme")
 F = TypeVar("F", bound=Callable[..., Any])
 RUN_STATE: dict[str, Path] = {}
-VIDEO_PROMPTS = ("trained", "transformers5")
 
 
 def default_output(model: str, root: Path = Path("reports/runs")) -> Path:
@@ -107,57 +101,42 @@ def interruptible(fn: F) -> F:
 @handle_errors
 @interruptible
 def run(
-    task: str = typer.Option(..., "--task", help="Task or suite names, comma separated (see `qwen3vl-eval tasks`)."),
-    model: str = typer.Option(..., "--model", help="Checkpoint folder or Hub id in the local cache (or tiny)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="First N samples of each task (for testing)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Conversations generated together "
-                                             "(default 1; with --backend openai, --concurrency)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Run folder (default "
-                                          "reports/runs/<timestamp>-<model>/); one subfolder per task."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output (default: the latest run "
-                                "of this model), skipping samples already in samples.jsonl."),
-    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the task's data (parquet, JSONL, "
-                                       "save_to_disk or downloaded HF folder), or another Hub id org/name[@rev]."),
-    media_root: Optional[Path] = typer.Option(None, "--media-root", help="Folder the videos resolve against."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="Generation recipe: greedy (default), "
-                                         "qwen-instruct, qwen-thinking or checkpoint (see README, Tasks)."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override every task's limit."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (default: the recipe's, else 0)."),
-    seeds: int = typer.Option(1, "--seeds", help="Repeat a sampled run with N seeds (seed, seed+1, ...) and "
-                              "report mean and spread."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="0 is greedy."),
-    top_p: Optional[float] = typer.Option(None, "--top-p"),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="0 is off."),
-    presence_penalty: Optional[float] = typer.Option(None, "--presence-penalty"),
-    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Video frames per second sampled (qwen-vl-utils)."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Most video frames sampled."),
-    min_pixels: Optional[int] = typer.Option(None, "--min-pixels", help="Least pixels per image / video frame."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Most pixels per image / video frame."),
-    total_pixels: Optional[int] = typer.Option(None, "--total-pixels", help="Pixel budget of a whole video clip."),
-    video_prompt: str = typer.Option("trained", "--video-prompt", help="trained or transformers5."),
-    backend: str = typer.Option("native", "--backend", help="native (this package), hf (transformers; needs the "
-                                "golden extra) or openai (an OpenAI-compatible server, see docs/scale-out.md)."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. "
-                                           "http://127.0.0.1:8000/v1."),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai: environment variable holding "
-                                              "the API key (the key itself is never recorded)."),
-    served_model_name: Optional[str] = typer.Option(None, "--served-model-name", help="openai: the model name "
-                                                    "the server knows (default: --model)."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="openai: requests in flight (4)."),
-    request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="openai: seconds per "
-                                                    "request attempt (120)."),
-    retries: Optional[int] = typer.Option(None, "--retries", help="openai: retries of a failed request (3)."),
-    video_mode: Optional[str] = typer.Option(None, "--video-mode", help="openai: frames (sampled here, sent as "
-                                             "images; the default) or url (the server samples the file)."),
-    video_url_scheme: Optional[str] = typer.Option(None, "--video-url-scheme", help="openai, --video-mode url: "
-                                                   "data (the file inside the request; default) or file (a "
-                                                   "file:// URL, for a server on the same filesystem)."),
-    sample_timeout: Optional[float] = typer.Option(None, "--sample-timeout", help="Seconds a batch's generation "
-                                                   "may take; past it, each of its samples is logged as an error "
-                                                   "(decoding stops at the next token)."),
+    task: opt.Task,
+    model: opt.Model,
+    backend: opt.Backend = "native",
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "auto",
+    video_prompt: opt.VideoPrompt = "trained",
+    resume: opt.Resume = False,
+    seeds: opt.Seeds = 1,
+    # every option below defaults to None (not given)
+    limit: opt.Limit = None,
+    batch_size: opt.BatchSize = None,
+    output: opt.RunOutput = None,
+    data: opt.Data = None,
+    media_root: opt.MediaRoot = None,
+    recipe: opt.Recipe = None,
+    max_new_tokens: opt.MaxNewTokens = None,
+    seed: opt.Seed = None,
+    temperature: opt.Temperature = None,
+    top_p: opt.TopP = None,
+    top_k: opt.TopK = None,
+    presence_penalty: opt.PresencePenalty = None,
+    repetition_penalty: opt.RepetitionPenalty = None,
+    fps: opt.Fps = None,
+    max_frames: opt.MaxFrames = None,
+    min_pixels: opt.MinPixels = None,
+    max_pixels: opt.MaxPixels = None,
+    total_pixels: opt.TotalPixels = None,
+    sample_timeout: opt.SampleTimeout = None,
+    base_url: opt.BaseUrl = None,
+    api_key_env: opt.ApiKeyEnv = None,
+    served_model_name: opt.ServedModelName = None,
+    concurrency: opt.Concurrency = None,
+    request_timeout: opt.RequestTimeout = None,
+    retries: opt.Retries = None,
+    video_mode: opt.VideoMode = None,
+    video_url_scheme: opt.VideoUrlScheme = None,
 ) -> None:
     """Run tasks or suites on a model and write samples.jsonl, results.json and report.md per task.
     Under torchrun, each process evaluates a round-robin shard and rank 0 merges and scores."""
@@ -169,9 +148,7 @@ def run(
 
     ctx = distributed.from_env()  # rank 0 of 1 unless launched by torchrun
 
-    if video_prompt not in VIDEO_PROMPTS:
-        raise InputError(f"--video-prompt {video_prompt}: expected trained or transformers5")
-    backend_options = _backend_options(
+    backend_options = check_backend_options(
         backend, model=model, device=device, dtype=dtype, video_prompt=video_prompt, base_url=base_url,
         api_key_env=api_key_env, served_model_name=served_model_name, concurrency=concurrency,
         timeout=request_timeout, retries=retries, video_mode=video_mode, video_url_scheme=video_url_scheme)
@@ -238,7 +215,7 @@ def run(
     config = {"model": model, "backend": backend, "device": device, "dtype": dtype, "video_prompt": video_prompt,
               "limit": limit, "seed": seed, "data": data, "media_root": str(media_root) if media_root else None,
               "resume": resume, "sample_timeout": sample_timeout,
-              "backend_options": _recorded_options(backend, backend_options)}
+              "backend_options": recorded_options(backend, backend_options)}
     thinking = bool(engine.info().get("thinking"))
     checkpoint_path = backend_options.get("model") if backend != "openai" else backend_options.get("processor")
     try:
@@ -323,66 +300,6 @@ def generation_plan(spec: Any, flags: dict[str, Any], recipe: str | None, thinki
     if seeds > 1:
         record["seeds"] = [params.seed + k for k in range(seeds)]
     return GenerationPlan([replace(params, seed=params.seed + k) for k in range(seeds)], record)
-
-
-def _backend_options(backend: str, **given: Any) -> dict[str, Any]:
-    """The `make_backend` options of a `run` command line; InputError (exit 2, one line) for a backend name or
-    a combination that cannot work, before any data or model is loaded."""
-    if backend not in BACKENDS:
-        raise InputError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
-    openai_given = {k: v for k, v in given.items() if k in _OPENAI_KEYS and v is not None}
-    if backend != "openai":
-        if openai_given:
-            flags = ", ".join(_OPENAI_KEYS[k] for k in openai_given)
-            raise InputError(f"{flags}: only with --backend openai (the {backend} backend runs the model here)")
-        # (hf: transformers always writes its >= 5 video prompt; its model_info records that)
-        return {k: given[k] for k in ("model", "device", "dtype", "video_prompt")}
-    if not given.get("base_url"):
-        raise InputError("--backend openai needs --base-url (the server, e.g. http://127.0.0.1:8000/v1)")
-    if given["device"] != "auto" or given["dtype"] != "auto":
-        raise InputError("--device/--dtype: not used with --backend openai (the server chooses); leave them out")
-    if given["video_prompt"] != "trained":
-        raise InputError("--video-prompt: not used with --backend openai (the server writes the prompt)")
-    checks = [("concurrency", lambda v: v >= 1, "at least 1"), ("timeout", lambda v: v > 0, "positive"),
-              ("retries", lambda v: v >= 0, "at least 0"),
-              ("video_mode", lambda v: v in VIDEO_MODES, " or ".join(VIDEO_MODES)),
-              ("video_url_scheme", lambda v: v in VIDEO_URL_SCHEMES, " or ".join(VIDEO_URL_SCHEMES))]
-    for key, ok, want in checks:
-        value = openai_given.get(key)
-        if value is not None and not ok(value):
-            raise InputError(f"{_OPENAI_KEYS[key]} {value}: expected {want}")
-    if openai_given.get("video_url_scheme") and openai_given.get("video_mode", "frames") != "url":
-        raise InputError("--video-url-scheme: only with --video-mode url")
-    options: dict[str, Any] = {"model": given["model"], **openai_given}
-    if options.get("video_mode", "frames") == "frames":
-        options["processor"] = _local_checkpoint(given["model"])  # frame sampling settings, when available
-    return options
-
-
-_OPENAI_KEYS = dict(zip(("base_url", "api_key_env", "served_model_name", "concurrency", "timeout", "retries",
-                         "video_mode", "video_url_scheme"), OPENAI_OPTIONS))
-
-
-def _local_checkpoint(model: str) -> Path | None:
-    """The folder of `model` when it names a checkpoint available here (folder, tiny, Hub id in the local
-    cache), else None."""
-    try:
-        return resolve_target(model).path
-    except InputError:
-        return None
-
-
-def _recorded_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
-    """What results.json keeps of the backend options: no credentials (the key's variable name only, the URL
-    without user, password or query)."""
-    out = {k: v for k, v in options.items() if k not in ("model", "model_name", "device", "dtype", "video_prompt")}
-    if out.get("processor") is not None:
-        out["processor"] = options["model"]  # the --model value whose folder it is
-    if "base_url" in out:
-        from qwen3vl_eval.backends.openai import _redact_url
-
-        out["base_url"] = _redact_url(out["base_url"])
-    return out
 
 
 def _print_summary(results: list[dict], output: Path) -> None:

@@ -10,15 +10,16 @@ from typing import Optional
 import typer
 
 from qwen3vl_eval.commands import handle_errors
+from qwen3vl_eval.commands import options as opt
 from qwen3vl_eval.errors import InputError
 
 
 @handle_errors
 def score(
-    task: str = typer.Option(..., "--task", help="One task name (see `qwen3vl-eval tasks`)."),
+    task: opt.Task,
     predictions: Path = typer.Option(..., "--predictions", help='JSONL, one {"id": ..., "prediction": "..."} '
                                      "per line (a run's samples.jsonl works too)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the task's data, or org/name[@rev]."),
+    data: opt.Data = None,
     output: Optional[Path] = typer.Option(None, "--output", help="Folder for samples.jsonl, results.json and "
                                           "report.md (default reports/runs/<timestamp>-score/<task>/)."),
 ) -> None:

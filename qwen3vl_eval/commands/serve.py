@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from qwen3vl_eval.commands import handle_errors, resolve_target
+from qwen3vl_eval.commands import options as opt
 from qwen3vl_eval.errors import InputError
 
 
@@ -24,7 +25,7 @@ def _is_loopback(host: str) -> bool:
 
 @handle_errors
 def serve(
-    model: str = typer.Option(..., "--model", help="checkpoint folder, Hub id in the local HF cache, or 'tiny'"),
+    model: opt.Model,
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
     api_key_env: str = typer.Option(None, "--api-key-env",
@@ -35,9 +36,9 @@ def serve(
                                        help="run up to this many concurrent requests as one batch"),
     batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms",
                                         help="how long to wait for more requests to fill a batch"),
-    video_prompt: str = typer.Option("trained", "--video-prompt", help="trained or transformers5"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16"),
+    video_prompt: opt.VideoPrompt = "trained",
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "auto",
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
     allowed_media_root: Path = typer.Option(None, "--allowed-media-root", help="let requests name local files "
                                             "under this folder (default: only data: URIs)"),
