@@ -66,14 +66,17 @@ METRICS: dict[str, Metric] = {
 
 
 FLEXIBLE = "_flexible"
+JUDGED = "_judged"
 
 
 def get_metric(name: str) -> Metric:
-    """A metric by name; `<metric>_flexible` aggregates the `<key>_flexible` per-sample values the same way."""
+    """A metric by name; `<metric>_flexible` (`<metric>_judged`) aggregates the `<key>_flexible` (`<key>_judged`)
+    per-sample values the same way."""
     if name in METRICS:
         return METRICS[name]
-    base = METRICS[name.removesuffix(FLEXIBLE)] if name.endswith(FLEXIBLE) else METRICS[name]
-    return Metric(name, base.key + FLEXIBLE, base.threshold, base.higher_is_better)
+    suffix = next((x for x in (FLEXIBLE, JUDGED) if name.endswith(x)), "")
+    base = METRICS[name.removesuffix(suffix)] if suffix else METRICS[name]
+    return Metric(name, base.key + suffix, base.threshold, base.higher_is_better)
 
 
 # ---------------------------------------------------------------- ANLS (DocVQA)

@@ -42,6 +42,8 @@ def render_report(results: dict, records: list[dict]) -> str:
     if results.get("reference"):
         out += [f"- headline metrics reproduce: {results['reference']}; `*_flexible`: the harness' lenient "
                 "reading of the same replies", ""]
+    if results.get("judge"):
+        out += [judge_line(results["judge"]), ""]
     out += ["## Metrics", "", markdown_table(["metric", "value"], [[k, v] for k, v in m.items()]), ""]
     for fld, groups in (results.get("breakdowns") or {}).items():
         names = [k for k in next(iter(groups.values()), {}) if k != "n"]
@@ -63,6 +65,20 @@ def render_report(results: dict, records: list[dict]) -> str:
         rows = [[r["id"], cell(r["error"], 160)] for r in bad]
         out += ["## Errors", "", markdown_table(["id", "error"], rows), ""]
     return "\n".join(out)
+
+
+def judge_line(j: dict) -> str:
+    """report.md's line on a task's LLM judge: who judged what and how many judgements failed, or why the judged
+    metrics are absent."""
+    names = ", ".join(f"`{m}`" for m in j.get("metrics") or [])
+    if not j.get("configured"):
+        return (f"- judged metrics {names}: absent (not zero): {j.get('reason')}; the task's judge: prompt "
+                f"{j.get('prompt')}, default model `{j.get('default_model')}`")
+    line = (f"- judged metrics {names}: judge `{j['model']}`, prompt {j['prompt']} (samples: {j['samples']}); "
+            f"{j['n_judged']} judged ({j['n_cached']} from the cache, {j['n_requests']} sent), "
+            f"{j['n_failed']} failed ({j['n_request_errors']} request errors, {j['n_unread']} unreadable replies; "
+            f"scored 0); {j['n_rules']} read by the rules, {j['n_headline']} kept the headline score")
+    return line + (f"; first error: {str(j['first_error'])[:200]}" if j.get("first_error") else "")
 
 
 def _provenance(p: dict | None) -> str:

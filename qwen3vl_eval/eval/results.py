@@ -12,6 +12,8 @@ from typing import Any
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval import reference_lm_eval, reference_lmms  # noqa: F401  (register the headline rules)
 from qwen3vl_eval.eval.adapters import Sample
+from qwen3vl_eval.eval.judge import apply_judge
+from qwen3vl_eval.eval.judge_prompts import JUDGE_PROMPTS
 from qwen3vl_eval.eval.metrics import SCORERS, summarize
 from qwen3vl_eval.eval.parsers import PARSERS
 from qwen3vl_eval.eval.prompts import PROMPTS
@@ -115,18 +117,24 @@ def throughput(per_rank: list[dict], *, resumed_from: int, with_requests: bool) 
 # ---------------------------------------------------------------- results
 
 def finish(spec: TaskSpec, samples: list[Sample], records: list[dict], out_dir: Path, config: dict,
-           extra: dict) -> dict:
-    """Aggregate the records of `samples` (last record per id, dataset order) into results.json and report.md."""
+           extra: dict, judge: Any = None) -> dict:
+    """Aggregate the records of `samples` (last record per id, dataset order) into results.json and report.md;
+    a task with a `judge:` block is judged first (`eval.judge.apply_judge`, with `judge` when one is configured)
+    and samples.jsonl rewritten with the per-sample judge records."""
     by_id = {r["id"]: r for r in records}
     ordered = [by_id[s.id] for s in samples if s.id in by_id]
-    summary = summarize(spec.all_metrics, ordered, spec.group_by)
+    judged, judge_block = apply_judge(spec, samples, ordered, judge)
+    if judge_block is not None:
+        write_records(out_dir / "samples.jsonl", records)
+        extra = {**extra, "judge": judge_block}
+    summary = summarize(spec.all_metrics + judged, ordered, spec.group_by)
     results = {
         "task": spec.task,
         "model": config.get("model"),
         **summary,
         "primary_metric": spec.primary_metric,
         "reference": spec.reference or None,
-        "higher_is_better": {m: True for m in spec.all_metrics} | {"parse_failure_rate": False,
+        "higher_is_better": {m: True for m in spec.all_metrics + judged} | {"parse_failure_rate": False,
                                                                    "parse_failure_rate_flexible": False},
         "config": config,
         "throughput": extra.pop("throughput", None),
@@ -151,6 +159,8 @@ def versions(spec: TaskSpec) -> dict[str, Any]:
     if spec.flexible:
         flex = PARSERS[spec.flexible["parser"]]
         out.update(parser_flexible=f"{flex.name}@{flex.version}", scorer_flexible=spec.flexible["scorer"])
+    if spec.judge:
+        out["judge_prompt"] = JUDGE_PROMPTS[spec.judge.prompt].id
     if spec.data.source == "synth":
         from qwen3vl_eval.eval.synth import VERSION
 
@@ -165,8 +175,9 @@ def versions(spec: TaskSpec) -> dict[str, Any]:
 
 
 def score_predictions(spec: TaskSpec, samples: list[Sample], predictions: Path, out_dir: Path,
-                      config: dict | None = None, data_source: str = "") -> dict:
-    """Score a predictions file against a task's samples without a model; same outputs as `run_task`."""
+                      config: dict | None = None, data_source: str = "", judge: Any = None) -> dict:
+    """Score a predictions file against a task's samples without a model (judged by `judge` when the task has a
+    `judge:` block and one is given); same outputs as `run_task`."""
     preds = read_predictions(predictions)
     known = {s.id for s in samples}
     unknown = [k for k in preds if k not in known]
@@ -183,4 +194,4 @@ def score_predictions(spec: TaskSpec, samples: list[Sample], predictions: Path, 
     write_records(out_dir / "samples.jsonl", records)
     cfg = {"model": None, "predictions": str(predictions), **(config or {})}
     extra = {"n_missing": len(samples) - len(records), "data_source": data_source}
-    return finish(spec, samples, records, out_dir, cfg, extra)
+    return finish(spec, samples, records, out_dir, cfg, extra, judge)

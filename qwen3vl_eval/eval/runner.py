@@ -75,9 +75,10 @@ def _as_dict(params: Any) -> dict:
 def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: Path, params: Any, *,
              batch_size: int = 1, resume: bool = False, config: dict | None = None,
              on_progress: Callable[[int, int], None] | None = None, data_source: str = "",
-             sample_timeout: float | None = None, dist: Dist = SINGLE) -> dict | None:
-    """Generate, parse and score every sample not already logged in `out_dir`; write the results. In a
-    data-parallel run every rank calls this; only rank 0 returns the results (the others None)."""
+             sample_timeout: float | None = None, dist: Dist = SINGLE, judge: Any = None) -> dict | None:
+    """Generate, parse and score every sample not already logged in `out_dir`; write the results (judged by
+    `judge`, an `eval.judge.Judge`, when the task has a `judge:` block). In a data-parallel run every rank
+    calls this; only rank 0 returns the results (the others None)."""
     if batch_size < 1:
         raise TaskError(f"--batch-size {batch_size}: must be at least 1")
     if sample_timeout is not None and sample_timeout <= 0:
@@ -125,7 +126,7 @@ def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: P
              "started": started, "finished": now(), "data_source": data_source}
     cfg = {**(config or {}), "batch_size": batch_size, "generation": _as_dict(params),
            "sample_timeout": sample_timeout, "world_size": dist.world_size}
-    return finish(spec, samples, records, out_dir, cfg, extra)
+    return finish(spec, samples, records, out_dir, cfg, extra, judge)
 
 
 def is_oom(e: BaseException) -> bool:

@@ -21,7 +21,10 @@ not tasks. A suite is every task that lists it in `suites:`.
 Optional: `recipe:` names a generation recipe (`eval.recipes`; precedence there), `media:` per-item budgets
 (`image: {min_pixels, max_pixels}` per image; `video:` qwen-vl-utils' keys, `processor/video_budget.py`:
 min_pixels/max_pixels per frame, total_pixels for the clip, fps, nframes, min_frames, max_frames,
-resized_height/resized_width), and `data.revision` a branch or a commit that pins the dataset snapshot.
+resized_height/resized_width), `data.revision` a branch or a commit that pins the dataset snapshot, and
+`judge:` an LLM-judged reading beside the headline (`JudgeSpec`; metrics `<metric>_judged`, `eval.judge`):
+
+    judge: {prompt: option_match, model: gpt-4o-mini, samples: unread}
 """
 
 from __future__ import annotations
@@ -63,6 +66,24 @@ class DataSpec:
         return f"{self.path}@{self.revision}{cfg} [{self.split}]"
 
 
+JUDGE_SAMPLES = ("unread", "open", "all")
+
+
+@dataclass
+class JudgeSpec:
+    """A task's `judge:` block: the judge prompt (`eval.judge_prompts`), the default judge model (`--judge-model`
+    overrides), which samples go to the judge (`unread`: those the `rules` parser cannot read; `open`: those
+    without options; `all`), the `rules` parser and `scorer` (default: the headline's) and the metrics judged
+    (default: the task's), each reported as `<metric>_judged`."""
+
+    prompt: str
+    model: str
+    samples: str = "unread"
+    rules: str | None = None
+    scorer: str | None = None
+    metrics: list[str] = field(default_factory=list)
+
+
 @dataclass
 class TaskSpec:
     """One task: data, adapter, prompt, parser, scorer, metrics, generation settings and a version."""
@@ -83,6 +104,7 @@ class TaskSpec:
     recipe: str | None = None
     reference: str = ""
     flexible: dict[str, str] = field(default_factory=dict)
+    judge: JudgeSpec | None = None
     source_file: str = ""
 
     @property
@@ -143,7 +165,7 @@ def parse_task(raw: dict, source: str = "<dict>") -> TaskSpec:
     dknown = {f.name for f in fields(DataSpec)}
     if set(data) - dknown:
         raise TaskError(f"{source}: unknown data key(s) {', '.join(sorted(set(data) - dknown))}")
-    spec = TaskSpec(**{**raw, "data": DataSpec(**data)}, source_file=source)
+    spec = TaskSpec(**{**raw, "data": DataSpec(**data), "judge": None}, source_file=source)
     if not isinstance(spec.version, int):
         raise TaskError(f"{source}: field version must be an integer")
     if isinstance(spec.suites, str):
@@ -162,6 +184,8 @@ def parse_task(raw: dict, source: str = "<dict>") -> TaskSpec:
         for n in names:
             if n not in registry:
                 raise TaskError(f"{source}: field {fld}: unknown {n!r} (known: {', '.join(sorted(registry))})")
+    if raw.get("judge") is not None:
+        spec.judge = _judge_spec(raw["judge"], spec, source)
     if spec.data.source not in ("hf", "synth"):
         raise TaskError(f"{source}: field data.source must be hf or synth, not {spec.data.source!r}")
     bad = set(spec.generation) - GENERATION_KEYS
@@ -174,6 +198,31 @@ def parse_task(raw: dict, source: str = "<dict>") -> TaskSpec:
         if spec.recipe not in RECIPES:
             raise TaskError(f"{source}: field recipe: unknown {spec.recipe!r} (known: {', '.join(RECIPES)})")
     return spec
+
+
+def _judge_spec(raw: Any, spec: TaskSpec, source: str) -> JudgeSpec:
+    """The `judge:` block checked against the judge-prompt, parser, scorer and metric registries."""
+    from qwen3vl_eval.eval.judge_prompts import JUDGE_PROMPTS
+    from qwen3vl_eval.eval.metrics import METRICS, SCORERS
+    from qwen3vl_eval.eval.parsers import PARSERS
+
+    known = {f.name for f in fields(JudgeSpec)}
+    if not isinstance(raw, dict) or set(raw) - known or not {"prompt", "model"} <= set(raw):
+        raise TaskError(f"{source}: field judge must be a mapping with prompt and model (and optionally "
+                        f"{', '.join(sorted(known - {'prompt', 'model'}))})")
+    js = JudgeSpec(**raw)
+    js.metrics = [js.metrics] if isinstance(js.metrics, str) else list(js.metrics or spec.metrics)
+    if js.samples not in JUDGE_SAMPLES:
+        raise TaskError(f"{source}: field judge.samples must be one of {', '.join(JUDGE_SAMPLES)}")
+    if not isinstance(js.model, str) or not js.model:
+        raise TaskError(f"{source}: field judge.model must be a model name")
+    checks = [("prompt", [js.prompt], JUDGE_PROMPTS), ("rules", [js.rules] if js.rules else [], PARSERS),
+              ("scorer", [js.scorer] if js.scorer else [], SCORERS), ("metrics", js.metrics, METRICS)]
+    for fld, names, registry in checks:
+        for n in names:
+            if n not in registry:
+                raise TaskError(f"{source}: field judge.{fld}: unknown {n!r} (known: {', '.join(sorted(registry))})")
+    return js
 
 
 def check_media(media: Any, where: str) -> None:
