@@ -96,12 +96,13 @@ def judge_server(request) -> Iterator[FakeJudge]:
     srv.stop()
 
 
-def judged_score(tmp_path: Path, task: str, preds: dict[str, str], url: str | None, out: str, *extra) -> dict:
+def judged_score(tmp_path: Path, task: str, preds: dict[str, str], url: str | None, out: str,
+                 model: str = "fake-judge") -> dict:
     args = ["score", "--task", task, "--predictions", write_preds(tmp_path / f"{out}.jsonl", preds),
             "--data", FIXTURES[task], "--output", tmp_path / out]
     if url:
-        args += ["--judge-base-url", url, "--judge-model", "fake-judge", "--judge-cache", tmp_path / "cache"]
-    r = cli(*args, *extra)
+        args += ["--judge-base-url", url, "--judge-model", model, "--judge-cache", tmp_path / "cache"]
+    r = cli(*args)
     assert r.exit_code == 0, r.output
     return json.loads((tmp_path / out / "results.json").read_text())
 
@@ -200,6 +201,31 @@ def test_timeouts_and_junk_are_per_sample_failures_and_not_cached(tmp_path):
         fake.stop()
 
 
+def test_extraction_seam_rules_first_then_judge_then_scorer(tmp_path):
+    """The MathVista shape (rules extractor returning None, `math_answer_extract`, the task's scorer) on ChartQA."""
+    import yaml
+
+    raw = yaml.safe_load(Path(REGISTRY["chartqa_test"].source_file).read_text())
+    raw["judge"] = {"prompt": "math_answer_extract", "model": "m", "rules": "last_number", "scorer": "relaxed_accuracy"}
+    spec = parse_task(raw, "chartqa_judged.yaml")
+    samples = load_samples(spec, str(FIXTURES["chartqa_test"]))
+    preds = write_preds(tmp_path / "p.jsonl", {"0": "There are 14 items.", "1": "zero point five seven",
+                                               "2": "The lowest is Yemen", "3": "I do not know"})
+    extract = {"zero point": "0.57", "Yemen": "Yemen", "do not know": "NONE"}
+    fake = FakeJudge(lambda p: next(v for k, v in extract.items() if k in p.rsplit("Reply: ", 1)[1]))
+    try:
+        judge = Judge(fake.url, cache=tmp_path / "cache")
+        res = score_predictions(spec, samples, preds, tmp_path / "o", judge=judge)
+        judge.close()
+    finally:
+        fake.stop()
+    # by hand: 14 read by the rule (gold 14); the judge extracts 0.57 (gold 0.57) and Yemen (gold Yemen); NONE
+    # for the last (gold 23.5%): 3 of 4
+    assert res["metrics"]["relaxed_accuracy_judged"] == 75.0 and res["judge"]["model"] == "m"
+    assert (res["judge"]["n_rules"], res["judge"]["n_judged"], res["judge"]["n_failed"]) == (1, 3, 0)
+    assert [p["model"] for p in fake.seen] == ["m"] * 3 and all(p["max_tokens"] == 64 for p in fake.seen)
+
+
 def test_judge_flags_usage_errors(tmp_path, monkeypatch):
     base = ["score", "--task", "mmmu_val", "--predictions", write_preds(tmp_path / "p.jsonl", MMMU),
             "--data", FIXTURES["mmmu_val"], "--output", tmp_path / "o"]
@@ -268,3 +294,20 @@ def test_cache_is_keyed_atomic_and_survives_damage(tmp_path):
     assert cache.get(k) is None
     cache.put(k, "INCORRECT", {})
     assert cache.get(k) == "INCORRECT"
+
+
+# ---------------------------------------------------------------- `serve` as the judge (end to end, offline)
+
+def test_served_tiny_checkpoint_as_judge_junk_is_a_per_sample_failure(tmp_path):
+    from helpers import serve_process
+
+    with serve_process("tiny", "--served-model-name", "tiny-judge", "--device", "cpu") as url:
+        res = judged_score(tmp_path, "mmmu_val", MMMU, url + "/v1", "one", "tiny-judge")
+        again = judged_score(tmp_path, "mmmu_val", MMMU, url + "/v1", "two", "tiny-judge")
+    j = res["judge"]
+    # a random tiny model answers junk: the open question's judgement is unread, scored 0, and the run goes on
+    assert (j["model"], j["n_judged"], j["n_requests"], j["n_unread"], j["n_failed"]) == ("tiny-judge", 1, 1, 1, 1)
+    assert res["metrics"]["accuracy_judged"] == pytest.approx(100 / 3)  # the multiple-choice B stays right
+    rec = {r["id"]: r for r in read_records(tmp_path / "one" / "samples.jsonl")}["validation_Math_3"]
+    assert rec["judge"]["parsed"] is False and isinstance(rec["judge"]["output"], str)
+    assert (again["judge"]["n_cached"], again["judge"]["n_requests"]) == (1, 0)  # junk is cached too
