@@ -311,3 +311,37 @@ def test_served_tiny_checkpoint_as_judge_junk_is_a_per_sample_failure(tmp_path):
     rec = {r["id"]: r for r in read_records(tmp_path / "one" / "samples.jsonl")}["validation_Math_3"]
     assert rec["judge"]["parsed"] is False and isinstance(rec["judge"]["output"], str)
     assert (again["judge"]["n_cached"], again["judge"]["n_requests"]) == (1, 0)  # junk is cached too
+
+
+# ---------------------------------------------------------------- `run` judged end to end (tiny model, fake judge)
+
+def test_run_judges_at_scoring_and_resume_asks_nothing(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    from make_fixtures import make_videos
+
+    videos = make_videos(tmp_path / "videos")
+    fake = FakeJudge(lambda p: "B")  # names option B for every reply the rule cannot read
+    out = tmp_path / "run"
+    args = ["run", "--task", "videomme", "--model", "tiny", "--data", FIXTURES["videomme"], "--media-root", videos,
+            "--max-new-tokens", "4", "--device", "cpu", "--output", out, "--judge-base-url", fake.url,
+            "--judge-model", "fake-judge", "--judge-cache", tmp_path / "cache"]
+    try:
+        r = cli(*args)
+        assert r.exit_code == 0, r.output
+        res = json.loads((out / "videomme" / "results.json").read_text())
+        recs = read_records(out / "videomme" / "samples.jsonl")
+        judged = [x for x in recs if x["judge"]["source"] == "judge"]
+        assert res["judge"]["n_judged"] == len(judged) == len(fake.seen) and res["judge"]["n_rules"] + len(judged) == 3
+        want = [x["accuracy"] if x["judge"]["source"] == "rules" else float(x["target"] == "B") for x in recs]
+        assert res["metrics"]["accuracy_judged"] == pytest.approx(100 * sum(want) / 3)
+        assert all(x["judge"]["output"] == "B" and "\nOptions:\nA. " in x["judge"]["input"] for x in judged)
+        n = len(fake.seen)
+        r = cli(*args, "--resume")  # nothing left to generate; the judgements come from the cache
+        assert r.exit_code == 0, r.output
+        again = json.loads((out / "videomme" / "results.json").read_text())
+        assert len(fake.seen) == n and again["judge"]["n_requests"] == 0
+        assert again["judge"]["n_cached"] == len(judged) and again["metrics"] == res["metrics"]
+    finally:
+        fake.stop()

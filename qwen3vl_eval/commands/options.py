@@ -95,3 +95,13 @@ VideoMode = Annotated[str, typer.Option(
     "--video-mode", help="openai: frames (sampled here, sent as images; default) or url.")]
 VideoUrlScheme = Annotated[str, typer.Option(
     "--video-url-scheme", help="openai, --video-mode url: data (in the request; default) or file.")]
+
+# the LLM judge of tasks with a `judge:` block (run, score; README "LLM judges", eval/judge.py)
+JudgeBaseUrl = Annotated[str, typer.Option(
+    "--judge-base-url", help="An OpenAI-compatible server for the tasks' LLM-judged metrics (*_judged).")]
+JudgeModel = Annotated[str, typer.Option(
+    "--judge-model", help="The judge model the server serves (default: each task's judge model).")]
+JudgeApiKeyEnv = Annotated[str, typer.Option(
+    "--judge-api-key-env", help="Environment variable holding the judge server's API key (never recorded).")]
+JudgeCache = Annotated[Path, typer.Option(
+    "--judge-cache", help="Folder of cached judge answers (default $QWEN3VL_EVAL_CACHE/judge).")]

@@ -9,6 +9,8 @@ Backends (`qwen3vl_eval.backends.make_backend`): `native` (default), `hf` (trans
 `--base-url`, `--api-key-env`, `--served-model-name`, `--concurrency`, `--request-timeout`, `--retries`,
 `--video-mode`, `--video-url-scheme`; those flags with another backend are a usage error, exit 2). results.json records
 the backend, its options (URL without credentials, the key's variable name, never the key) and its `model_info`.
+`--judge-base-url`, `--judge-model`, `--judge-api-key-env`, `--judge-cache`: the LLM judge of tasks with a
+`judge:` block, asked when a task is scored (`qwen3vl_eval.eval.judge`).
 """
 
 from __future__ import annotations
@@ -137,10 +139,15 @@ def run(
     retries: opt.Retries = None,
     video_mode: opt.VideoMode = None,
     video_url_scheme: opt.VideoUrlScheme = None,
+    judge_base_url: opt.JudgeBaseUrl = None,
+    judge_model: opt.JudgeModel = None,
+    judge_api_key_env: opt.JudgeApiKeyEnv = None,
+    judge_cache: opt.JudgeCache = None,
 ) -> None:
     """Run tasks or suites on a model and write samples.jsonl, results.json and report.md per task.
     Under torchrun, each process evaluates a round-robin shard and rank 0 merges and scores."""
     from qwen3vl_eval.eval.data import load_task_data, samples_sha256
+    from qwen3vl_eval.eval.judge import judge_from_options
     from qwen3vl_eval.eval.recipes import check_recipe
     from qwen3vl_eval.eval.runner import run_task
     from qwen3vl_eval.eval.task import check_media, resolve_tasks, with_media
@@ -171,6 +178,7 @@ def run(
         check_media(s.media, f"{s.task}: media with --fps/--max-frames/--min-pixels/--max-pixels/--total-pixels")
     if data and len(specs) > 1:
         raise InputError(f"--data: applies to one task, but --task {task} names {len(specs)}")
+    judge = judge_from_options(specs, judge_base_url, judge_model, judge_api_key_env, judge_cache)  # --judge-*
     if output is None:
         output = latest_output(model) if resume else default_output(model)
         output = ctx.broadcast(output)  # every rank writes into rank 0's (time-stamped) folder
@@ -241,7 +249,7 @@ def run(
                     per_seed.append(run_task(spec, samples, engine, out_dir, params, batch_size=batch_size,
                                              resume=resume, config=task_config, on_progress=advance,
                                              data_source=data or spec.data.describe(),
-                                             sample_timeout=sample_timeout, dist=ctx))
+                                             sample_timeout=sample_timeout, dist=ctx, judge=judge))
                 # samples finished in an earlier (resumed) run, or by other ranks
                 bar.update(bar_id, completed=len(samples) * len(plan.params))
                 if per_seed[0] is not None:
@@ -263,6 +271,8 @@ def run(
         close = getattr(engine, "close", None)
         if callable(close):
             close()
+        if judge is not None:
+            judge.close()
         if lock is not None:
             lock.release()
 
@@ -314,4 +324,8 @@ def _print_summary(results: list[dict], output: Path) -> None:
                   f"{r['metrics']['parse_failure_rate']:.1f}" if r["metrics"]["parse_failure_rate"] is not None
                   else "-")
     Console(file=sys.stdout).print(t)
+    from qwen3vl_eval.eval.judge import judge_summary
+
+    for line in filter(None, map(judge_summary, results)):
+        print(line)
     print(f"results in {output}")

@@ -22,18 +22,14 @@ def score(
     data: opt.Data = None,
     output: Optional[Path] = typer.Option(None, "--output", help="Folder for samples.jsonl, results.json and "
                                           "report.md (default reports/runs/<timestamp>-score/<task>/)."),
-    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="An OpenAI-compatible server "
-                                                 "for the task's LLM-judged metrics (`*_judged`; README, Judges)."),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge model the server serves "
-                                              "(default: the task's judge model)."),
-    judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="Environment variable "
-                                                    "holding the judge server's API key (never recorded)."),
-    judge_cache: Optional[Path] = typer.Option(None, "--judge-cache", help="Folder of cached judge answers "
-                                               "(default $QWEN3VL_EVAL_CACHE/judge, ~/.cache/qwen3vl-eval/judge)."),
+    judge_base_url: opt.JudgeBaseUrl = None,
+    judge_model: opt.JudgeModel = None,
+    judge_api_key_env: opt.JudgeApiKeyEnv = None,
+    judge_cache: opt.JudgeCache = None,
 ) -> None:
     """Score a predictions file for one task."""
     from qwen3vl_eval.eval.data import load_samples
-    from qwen3vl_eval.eval.judge import judge_from_options
+    from qwen3vl_eval.eval.judge import judge_from_options, judge_summary
     from qwen3vl_eval.eval.results import score_predictions
     from qwen3vl_eval.eval.rundir import RunLock, output_errors
     from qwen3vl_eval.eval.task import resolve_tasks
@@ -56,8 +52,7 @@ def score(
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in results["metrics"].items() if v is not None)
     missing = f", {results['n_missing']} missing" if results.get("n_missing") else ""
     print(f"{spec.task}: {metrics} (n={results['n_samples']}, errors {results['n_errors']}{missing})")
-    if results.get("judge", {}).get("configured"):
-        j = results["judge"]
-        print(f"judge {j['model']}: {j['n_judged']} judged ({j['n_cached']} cached), {j['n_failed']} failed")
+    if judge_summary(results):
+        print(judge_summary(results))
     print(f"results in {out}")
     print(f"html {write_task_page(out, spec, samples).describe()}")

@@ -235,3 +235,12 @@ def judge_from_options(specs: list, base_url: str | None, model: str | None = No
         raise InputError(f"--judge-base-url: no task of {', '.join(s.task for s in specs)} has a judge: block "
                          "(judged tasks: see `qwen3vl-eval tasks`)")
     return Judge(base_url, model=model, api_key_env=api_key_env, cache=cache)
+
+
+def judge_summary(results: dict) -> str | None:
+    """The one line `run` and `score` print about a task's judge (None when the task was not judged)."""
+    j = results.get("judge") or {}
+    if not j.get("configured"):
+        return None
+    return (f"{results['task']}: judge {j['model']}: {j['n_judged']} judged ({j['n_cached']} cached), "
+            f"{j['n_failed']} failed" + (f"; first error: {str(j['first_error'])[:160]}" if j["first_error"] else ""))
