@@ -118,7 +118,8 @@ def test_mmmu_open_questions_judged_and_cached(judge_server, tmp_path):
     # right for the judge, which sees only the open question
     assert m["accuracy"] == pytest.approx(100 / 3) and m["accuracy_judged"] == pytest.approx(200 / 3)
     assert len(judge_server.seen) == 1 and judge_server.seen[0]["model"] == "fake-judge"
-    assert judge_server.seen[0]["temperature"] == 0.0
+    assert judge_server.seen[0]["temperature"] == 0.0 and judge_server.seen[0]["max_tokens"] == 8
+    assert not {"top_k", "repetition_penalty"} & set(judge_server.seen[0])  # OpenAI's API rejects them
     j = res["judge"]
     assert (j["configured"], j["model"], j["prompt"], j["n_judged"], j["n_cached"], j["n_requests"], j["n_failed"],
             j["n_headline"]) == (True, "fake-judge", "open_answer_verdict@1", 1, 0, 1, 0, 2)

@@ -7,7 +7,7 @@ list[Reply]`, a `Timings` record, `info()` and `close()`.
   the golden extra).
 - `openai`: `qwen3vl_eval.backends.openai.OpenAIBackend`, an OpenAI-compatible server (options: base_url,
   api_key_env, served_model_name, concurrency, timeout, retries, video_mode, video_url_scheme, processor,
-  backoff, max_backoff; `model` is taken as the served model name).
+  backoff, max_backoff, openai_fields_only; `model` is taken as the served model name).
 """
 
 from __future__ import annotations

@@ -66,9 +66,11 @@ class RequestRecord:
     error: str | None = None
 
 
-def request_body(messages: list[dict], params: GenerationParams, model: str) -> dict[str, Any]:
+def request_body(messages: list[dict], params: GenerationParams, model: str, *,
+                 openai_fields_only: bool = False) -> dict[str, Any]:
     """The chat-completions body for `params`. Every sampling field is explicit, so server-side defaults (vLLM
-    reads the checkpoint's generation_config.json) never leak in; top_k 0 (off) is sent as -1."""
+    reads the checkpoint's generation_config.json) never leak in; top_k 0 (off) is sent as -1.
+    `openai_fields_only` leaves out the fields OpenAI's own API rejects (top_k, repetition_penalty, ignore_eos)."""
     body: dict[str, Any] = {
         "model": model, "messages": messages, "max_tokens": params.max_new_tokens,
         "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k if params.top_k > 0 else -1,
@@ -79,6 +81,9 @@ def request_body(messages: list[dict], params: GenerationParams, model: str) -> 
         body["stop"] = list(params.stop)
     if params.ignore_eos:
         body["ignore_eos"] = True
+    if openai_fields_only:
+        for key in ("top_k", "repetition_penalty", "ignore_eos"):
+            body.pop(key, None)
     return body
 
 
@@ -134,7 +139,7 @@ class OpenAIBackend:
     def __init__(self, base_url: str, *, api_key_env: str | None = None, served_model_name: str | None = None,
                  concurrency: int = 4, timeout: float = 120.0, retries: int = 3, video_mode: str = "frames",
                  video_url_scheme: str = "data", processor: str | os.PathLike | None = None,  # a folder
-                 backoff: float = 1.0, max_backoff: float = 60.0) -> None:
+                 backoff: float = 1.0, max_backoff: float = 60.0, openai_fields_only: bool = False) -> None:
         if video_mode not in VIDEO_MODES:
             raise InputError(f"video_mode must be one of {', '.join(VIDEO_MODES)}, got {video_mode!r}")
         if video_url_scheme not in VIDEO_URL_SCHEMES:
@@ -157,6 +162,7 @@ class OpenAIBackend:
         self.video_mode = video_mode
         self.video_url_scheme = video_url_scheme
         self.video_settings = _video_settings(processor)
+        self.openai_fields_only = openai_fields_only  # for hosted APIs that reject top_k and repetition_penalty
         self._model = served_model_name
         self._client = httpx.Client(timeout=self.timeout, limits=httpx.Limits(max_connections=concurrency))
         self._lock = threading.Lock()
@@ -190,6 +196,7 @@ class OpenAIBackend:
                 "api_key_env": self.api_key_env, "video_mode": self.video_mode,
                 "video_url_scheme": self.video_url_scheme if self.video_mode == "url" else None,
                 "concurrency": self.concurrency, "timeout_s": self.timeout, "retries": self.retries,
+                "openai_fields_only": self.openai_fields_only,
                 "versions": software_versions()}
 
     def latency(self) -> dict[str, float]:
@@ -220,7 +227,8 @@ class OpenAIBackend:
         batch, _ = as_batch(conversations)
         bodies = [request_body(to_openai_messages(conv, base_dir=base_dir, video_mode=self.video_mode,
                                                   video_url_scheme=self.video_url_scheme,
-                                                  video_settings=self.video_settings, index=i), params, self.model)
+                                                  video_settings=self.video_settings, index=i), params, self.model,
+                               openai_fields_only=self.openai_fields_only)
                   for i, conv in enumerate(batch)]
         t0 = time.perf_counter()
         if len(bodies) == 1 or self.concurrency == 1:

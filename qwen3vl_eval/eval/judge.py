@@ -49,14 +49,15 @@ class Judge:
     """An LLM judge behind an OpenAI-compatible server at `base_url`. `model` overrides every task's judge
     model; the API key is read from the environment variable `api_key_env` (never recorded). `cache` is the
     cache folder (default `$QWEN3VL_EVAL_CACHE/judge`). `concurrency`, `timeout` (seconds per attempt) and
-    `retries` are the openai backend's."""
+    `retries` are the openai backend's. Requests carry only the fields OpenAI's own API accepts (greedy:
+    temperature 0), so hosted judges take them as vLLM, SGLang and `qwen3vl-eval serve` do."""
 
     def __init__(self, base_url: str, *, model: str | None = None, api_key_env: str | None = None,
                  cache: str | os.PathLike | None = None, concurrency: int = 4, timeout: float = 120.0,
                  retries: int = 3, backoff: float = 1.0) -> None:
         self.options: dict[str, Any] = {"base_url": base_url, "api_key_env": api_key_env,
                                         "concurrency": concurrency, "timeout": timeout, "retries": retries,
-                                        "backoff": backoff}
+                                        "backoff": backoff, "openai_fields_only": True}
         self.model = model
         self.cache = JudgeCache(cache)
         self._backends: dict[str, Any] = {}
