@@ -256,7 +256,7 @@ def test_judge_prompt_readers():
         assert prompt.read(reply, mc) == want if want is not UNREAD else prompt.read(reply, mc) is UNREAD, reply
     rendered = letter.render(mc, "  blue  ")
     assert "A. red\nB. green\nC. blue" in rendered and "Reply:\nblue\n" in rendered and "A, B, C, or X" in rendered
-    assert "Choices:\n(A) red\n(B) green\n(C) blue\nReply: x" in text.render(mc, "x")
+    assert text.render(mc, "x").endswith("Question: q\nReply: x\nExtracted answer:")  # the question holds its choices
     open_q = SimpleNamespace(choices=[], question="Area?", target={"answer": "12.5", "choices": []})
     assert "Reference answer:\n12.5\n" in verdict.render(open_q, "12.5")
     assert len({p.hash for p in JUDGE_PROMPTS.values()}) == len(JUDGE_PROMPTS)

@@ -1,9 +1,8 @@
 """Named, versioned judge prompts: what an LLM judge is asked about one reply, and how its answer is read.
 
 A judge prompt renders one user message from the sample (`{question}`, `{options}` as "A. text" lines,
-`{letters}`, `{choices}` as a "Choices:" block of "(A) text" lines or nothing), the reply being judged
-(`{reply}`, the answer after any `</think>`) and, for verdicts, the gold answer (`{answer}`).
-Its `output` says how the judge's text is read:
+`{letters}`), the reply being judged (`{reply}`, the answer after any `</think>`) and, for verdicts, the gold
+answer (`{answer}`). Its `output` says how the judge's text is read:
 
 - `verdict`: CORRECT or INCORRECT -> True / False (the judge compares the reply with the gold answer);
 - `letter`: one option letter, or X for "no option" -> the letter / None;
@@ -60,9 +59,7 @@ class JudgePrompt:
         return self.template.format(
             question=str(getattr(sample, "question", "")).strip(), reply=reply.strip(),
             options="\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)) or "(none)",
-            letters=", ".join(LETTERS[: len(choices)]) or "A, B, C, D", answer=str(gold),
-            choices="".join(["\nChoices:", *(f"\n({LETTERS[i]}) {c}" for i, c in enumerate(choices))])
-            if choices else "")
+            letters=", ".join(LETTERS[: len(choices)]) or "A, B, C, D", answer=str(gold))
 
     def read(self, text: str, sample: Any = None) -> Any:
         """The judge's reply as a value (see the module docstring); `UNREAD` when it is in no expected form."""
@@ -130,7 +127,7 @@ Answer with a single character: one of {letters}, or X."""
 
 _MATH_EXTRACT = """Read a question and a reply to it, and write the final answer the reply gives, in the form \
 the question asks for: an integer, a decimal with the number of places asked for, a Python list such as \
-[1, 2], or an option letter when the question has choices. Write the answer only, on one line, without units. \
+[1, 2], or an option letter when the question lists choices. Write the answer only, on one line, without units. \
 If the reply gives no final answer, write NONE.
 
 Question: How many apples are left if 3 of 8 are eaten?
@@ -146,14 +143,13 @@ Reply: Labels 3 and 7 both read 12, so those two match.
 Extracted answer: [3, 7]
 
 Question: Which angle is largest?
-Choices:
-(A) 30 degrees
-(B) 60 degrees
-(C) 90 degrees
+A. 30 degrees
+B. 60 degrees
+C. 90 degrees
 Reply: The right angle, (C), is the largest of the three.
 Extracted answer: C
 
-Question: {question}{choices}
+Question: {question}
 Reply: {reply}
 Extracted answer:"""
 
