@@ -346,3 +346,13 @@ def test_run_judges_at_scoring_and_resume_asks_nothing(tmp_path):
         assert again["judge"]["n_cached"] == len(judged) and again["metrics"] == res["metrics"]
     finally:
         fake.stop()
+
+
+def test_unwritable_cache_warns_once_and_judges_anyway(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cache = JudgeCache(blocker / "cache")  # under a file: every write fails
+    for i in range(3):
+        cache.put(cache_key("m", "p@1", "h", str(i), 8), "CORRECT", {})
+    assert cache.get(cache_key("m", "p@1", "h", "0", 8)) is None
+    assert sum("not written" in r.message for r in caplog.records) == 1

@@ -41,6 +41,7 @@ class JudgeCache:
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_root()
+        self._warned = False
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -67,7 +68,10 @@ class JudgeCache:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as e:
-            log.warning("warning: judge cache %s not written (%s); the judgement stands", path, e.strerror or e)
+            if not self._warned:  # once: a read-only or full cache fails every write alike
+                self._warned = True
+                log.warning("warning: judge cache %s not written (%s); judgements stand but are not cached",
+                            path, e.strerror or e)
             try:
                 tmp.unlink()
             except OSError:
