@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import av
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 from typer.testing import CliRunner, Result
 
 from qwen3vl_eval.backends.base import Reply
@@ -138,6 +140,34 @@ def serve_process(model: str, *args: str, env: dict[str, str] | None = None, tim
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class ServerThread:
+    """uvicorn serving an app on a pre-bound loopback socket in a thread; stops on `stop()`."""
+
+    def __init__(self, app) -> None:
+        self.sock = free_socket()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()
 
 
 # ---------------------------------------------------------------- answers

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from helpers import serve_process
+from helpers import ServerThread, serve_process
 from PIL import Image
 
 from qwen3vl_eval.backends import make_backend
@@ -33,34 +29,6 @@ KEY = "sk-test-5f1c0ffee"
 GREEDY = GenerationParams(max_new_tokens=10, temperature=0.0)
 
 
-
-
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-class ServerThread:
-    """uvicorn serving an app on a pre-bound loopback socket in a thread; stops on `stop()`."""
-
-    def __init__(self, app) -> None:
-        self.sock = free_socket()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +145,14 @@ def test_auth_and_models(server: ServerThread) -> None:
     ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "role"),
     ({"messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 400, "temperature"),
     ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "ten"}, 400, "max_tokens"),
-    ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n=2"),
-    ({"messages": [{"role": "user", "content": "hi"}], "stream": True}, 400, "stream"),
+    ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, 400, "n: must be >= 1"),
+    ({"messages": [{"role": "user", "content": "hi"}], "n": 17}, 400, "n: at most 16"),
+    ({"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"5": 3}}, 400, "logit_bias"),
+    ({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, 400, "stream"),
+    ({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 21, "logprobs": True}, 400, "at most 20"),
+    ({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, 400, "needs logprobs"),
+    ({"messages": [{"role": "user", "content": "hi"}], "stream": True, "prompt_logprobs": 1}, 400,
+     "not available with stream"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "/no/such.png"}}]}]},
      400, "media source refused or unreadable"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, 400, "url"),

@@ -21,6 +21,11 @@ class Reply:
     reasoning: str | None  # Thinking checkpoints: the text before </think>
     answer: str  # the text after </think> (the whole text when there is none)
     prompt_tokens: int
+    # when asked for (`logprobs=k`): per generated token (its logprob, [(id, logprob)] of the k most likely)
+    logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None
+    # when asked for (`prompt_logprobs=k`): per prompt token, None for the first, else (logprob, rank, top-k)
+    prompt_logprobs: list[tuple[float, int, list[tuple[int, float]]] | None] | None = None
+    prompt_token_ids: list[int] | None = None  # the prompt as the backend tokenised it, where known
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ import torch
 from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.checkpoints.hub import hub_cache_dir, resolve_model
 from qwen3vl_eval.errors import CheckpointError, InputError
-from qwen3vl_eval.model.generate import GenerationOutput, check_context, generate
+from qwen3vl_eval.model.generate import GenerationOutput, TokenScores, check_context, generate, teacher_force
 from qwen3vl_eval.model.qwen3vl import Qwen3VL
 from qwen3vl_eval.model.sampling import GenerationParams
 from qwen3vl_eval.model.weights import load_model
@@ -103,23 +103,53 @@ class Engine:
         return self.defaults.with_overrides(**overrides)
 
     def chat(self, conversations: list, params: GenerationParams | None = None, *, base_dir: str | Path | None = None,
-             on_tokens=None, fit_context: bool = False, max_pixels: int | None = None) -> list[Reply]:
+             on_tokens=None, fit_context: bool = False, max_pixels: int | None = None, logprobs: int | None = None,
+             prompt_logprobs: int | None = None) -> list[Reply]:
         """Replies to a batch of conversations (CONTRACTS section 4 messages), generated together. A prompt plus
         `max_new_tokens` beyond the context is an InputError before anything runs; with `fit_context`,
         `max_new_tokens` is lowered to the room the prompt leaves instead. `max_pixels` bounds the processed
-        pixels (patches x patch area) of each conversation, checked before the vision tower runs."""
+        pixels (patches x patch area) of each conversation, checked before the vision tower runs. `logprobs=k`
+        fills `Reply.logprobs` from the decoding's logits; `prompt_logprobs=k` fills `Reply.prompt_logprobs`
+        by teacher forcing the prompt (`score`)."""
+        t0 = time.perf_counter()
+        batch = self.processor(conversations, video_prompt=self.video_prompt, base_dir=base_dir)
+        if max_pixels is not None:
+            check_pixels(conversations, batch, self.model.config.vision.patch_size ** 2, max_pixels)
+        return self._generate(batch, params, t0, on_tokens, fit_context, logprobs, prompt_logprobs)
+
+    def complete(self, prompts: list[list[int]], params: GenerationParams | None = None, *, on_tokens=None,
+                 fit_context: bool = False, logprobs: int | None = None,
+                 prompt_logprobs: int | None = None) -> list[Reply]:
+        """Replies continuing raw token prompts (no chat template, text only: `/v1/completions`)."""
+        t0 = time.perf_counter()
+        cfg, vocab = self.model.config, self.model.config.text.vocab_size
+        for i, row in enumerate(prompts):
+            if not row:
+                raise InputError(f"prompt {i}: empty")
+            bad = next((t for t in row if not 0 <= t < vocab or t in (cfg.image_token_id, cfg.video_token_id)), None)
+            if bad is not None:
+                raise InputError(f"prompt {i}: token id {bad} is outside the vocabulary or a media placeholder")
+        tok = self.processor.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        length = max(len(r) for r in prompts)
+        ids = torch.full((len(prompts), length), pad, dtype=torch.int64)
+        mask = torch.zeros_like(ids)
+        for b, row in enumerate(prompts):
+            ids[b, length - len(row):], mask[b, length - len(row):] = torch.tensor(row), 1
+        batch = BatchInputs(ids, mask, torch.zeros_like(ids), [tok.decode(r, skip_special_tokens=False)
+                                                               for r in prompts])
+        return self._generate(batch, params, t0, on_tokens, fit_context, logprobs, prompt_logprobs)
+
+    def _generate(self, batch: BatchInputs, params: GenerationParams | None, t0: float, on_tokens,
+                  fit_context: bool, logprobs: int | None, prompt_logprobs: int | None) -> list[Reply]:
         params = params or self.defaults
         if not params.eos_token_ids:
             params = replace(params, eos_token_ids=self.defaults.eos_token_ids)
         check_token_ids(params, self.model.config.text.vocab_size, "eos_token_ids")
-        t0 = time.perf_counter()
-        batch = self.processor(conversations, video_prompt=self.video_prompt, base_dir=base_dir)
         prompt_len = batch.input_ids.shape[1]
         if fit_context and 1 <= self.context - prompt_len < params.max_new_tokens:
             params = replace(params, max_new_tokens=self.context - prompt_len)
         check_context(prompt_len, params.max_new_tokens, self.context)
-        if max_pixels is not None:
-            check_pixels(conversations, batch, self.model.config.vision.patch_size ** 2, max_pixels)
         batch = batch.to(self.device, self.dtype)
         self.timings.preprocess += time.perf_counter() - t0
         tok = self.processor.tokenizer
@@ -128,9 +158,47 @@ class Engine:
                         image_grid_thw=batch.image_grid_thw, video_grid_thw=batch.video_grid_thw,
                         decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
                         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
-                        step_fn=self.decoder, timings=self.timings, on_tokens=on_tokens)
+                        step_fn=self.decoder, timings=self.timings, on_tokens=on_tokens, logprobs=logprobs)
         prompt_tokens = batch.attention_mask.sum(-1).tolist()
-        return [self._reply(o, n) for o, n in zip(outs, prompt_tokens)]
+        replies = [self._reply(o, n) for o, n in zip(outs, prompt_tokens)]
+        for b, reply in enumerate(replies):
+            reply.prompt_token_ids = batch.input_ids[b, batch.input_ids.shape[1] - reply.prompt_tokens:].tolist()
+        if prompt_logprobs is not None:
+            for b, reply in enumerate(replies):
+                s = self._score_rows(batch, visual, b, 1, prompt_logprobs)
+                reply.prompt_logprobs = [None] + [(c, r, list(zip(i, v))) for c, r, i, v in zip(
+                    s.target_logprob, s.target_rank, s.top_ids, s.top_logprobs)]
+        return replies
+
+    def score(self, conversation: list[dict], continuation: list[int], *, k: int = 0,
+              query: list[list[int]] | None = None, base_dir: str | Path | None = None,
+              start: int | None = None) -> tuple[TokenScores, int]:
+        """Teacher-forced scores of `continuation` after one conversation's prompt (one forward over prompt +
+        continuation, no KV cache): positions from `start` (default: the first continuation token; 1 scores
+        the prompt too). `query[j]`: ids whose logprobs to report at the j-th scored position. Returns the
+        scores and the prompt length."""
+        batch = self.processor([conversation], video_prompt=self.video_prompt, base_dir=base_dir)
+        n = batch.input_ids.shape[1]
+        if continuation:
+            extra = torch.tensor([continuation], dtype=torch.int64)
+            batch = replace(batch, input_ids=torch.cat([batch.input_ids, extra], 1),
+                            attention_mask=torch.cat([batch.attention_mask, torch.ones_like(extra)], 1))
+        check_context(batch.input_ids.shape[1], 0, self.context)
+        batch = batch.to(self.device, self.dtype)
+        visual = self.encode_visual(batch)
+        return self._score_rows(batch, visual, 0, n if start is None else start, k, query), n
+
+    def _score_rows(self, batch: BatchInputs, visual: dict, row: int, start: int, k: int,
+                    query: list[list[int]] | None = None) -> TokenScores:
+        """`teacher_force` on one row of a processed batch, its padding dropped (`start` counts real tokens)."""
+        pad = int((batch.attention_mask[row] == 0).sum())
+        ids = batch.input_ids[row: row + 1, pad:]
+        if batch.input_ids.shape[0] > 1:  # the row's own media only
+            visual, grids = _row_visual(batch, visual, row, self.model.config)
+        else:
+            grids = batch.image_grid_thw, batch.video_grid_thw
+        return teacher_force(self.model, ids, None, start, k=k, query=None if query is None else [query],
+                             image_grid_thw=grids[0], video_grid_thw=grids[1], visual=visual)[0]
 
     @torch.inference_mode()
     def encode_visual(self, batch: BatchInputs) -> dict[int, tuple[torch.Tensor, list[torch.Tensor]]]:
@@ -180,7 +248,34 @@ class Engine:
     def _reply(self, out: GenerationOutput, prompt_tokens: int) -> Reply:
         text = out.text if out.text is not None else self.processor.tokenizer.decode(out.token_ids)
         reasoning, answer = split_reasoning(text)
-        return Reply(text, out.token_ids, out.finish_reason, reasoning, answer, int(prompt_tokens))
+        return Reply(text, out.token_ids, out.finish_reason, reasoning, answer, int(prompt_tokens), out.logprobs)
+
+
+def _row_visual(batch: BatchInputs, visual: dict, row: int, cfg: Any) -> tuple[dict, tuple]:
+    """The visual tokens and grids of one row of a batch (items are listed across the batch in prompt order)."""
+    out, grids = {}, []
+    for token_id, grid in ((cfg.image_token_id, batch.image_grid_thw), (cfg.video_token_id, batch.video_grid_thw)):
+        if token_id not in visual:
+            grids.append(None)
+            continue
+        per_row = (batch.input_ids == token_id).logical_and(batch.attention_mask == 1).sum(-1).tolist()
+        merge = cfg.vision.merge_unit
+        sizes = (grid.prod(-1) // merge).tolist()
+        # items of earlier rows: skip whole items until their token counts add up to the rows before
+        skip, first = sum(per_row[:row]), 0
+        while skip > 0:
+            skip -= sizes[first]
+            first += 1
+        last, need = first, per_row[row]
+        while need > 0:
+            need -= sizes[last]
+            last += 1
+        lo, hi = sum(sizes[:first]), sum(sizes[:last])
+        if last > first:
+            tokens, deep = visual[token_id]
+            out[token_id] = (tokens[lo:hi], [d[lo:hi] for d in deep])
+        grids.append(grid[first:last] if last > first else None)
+    return out, tuple(grids)
 
 
 def check_pixels(conversations: list, batch: BatchInputs, patch_area: int, limit: int) -> None:

@@ -239,6 +239,26 @@ class OpenAIBackend:
         self.timings.extra["wall_s"] = self.timings.extra.get("wall_s", 0.0) + time.perf_counter() - t0
         return replies
 
+    def respond(self, conversation: list[dict], params: GenerationParams | None = None, *,
+                base_dir: str | os.PathLike | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The whole chat-completions response (JSON) to one conversation, with `extra` fields added to the
+        request body (e.g. `logprobs`, `top_logprobs`, vLLM's `prompt_logprobs`, `return_tokens_as_token_ids`,
+        `mm_processor_kwargs`). Errors as `chat`."""
+        params = (params or GenerationParams()).validate()
+        messages = to_openai_messages(conversation, base_dir=base_dir, video_mode=self.video_mode,
+                                      video_url_scheme=self.video_url_scheme, video_settings=self.video_settings)
+        body = {**request_body(messages, params, self.model), **(extra or {})}
+        data, record = self._send("POST", "/chat/completions", body)
+        usage = data.get("usage") or {}
+        with self._lock:
+            record.prompt_tokens = usage.get("prompt_tokens")
+            record.completion_tokens = usage.get("completion_tokens")
+        return data
+
+    def models(self) -> dict[str, Any]:
+        """The server's `/v1/models` answer (JSON)."""
+        return self._send("GET", "/models", None)[0]
+
     def _complete(self, body: dict) -> Reply:
         data, record = self._send("POST", "/chat/completions", body)
         reply = reply_from_response(data)

@@ -1,18 +1,25 @@
-"""An OpenAI-compatible chat-completions server over the native `Engine` (FastAPI + uvicorn).
+"""An OpenAI-compatible server over the native `Engine` (FastAPI + uvicorn).
 
-Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /health` (no key needed). Message content parts may
-be OpenAI style (`text`, `image_url`, `video_url`) or CONTRACTS section 4 items (`image`, `video`); every media
-source goes through a `MediaPolicy` (data URIs by default; local files and remote URLs only when the operator
-opts in, see `media_policy`); per-item options (`min_pixels`,
-`max_pixels`, `fps`, `min_frames`, `max_frames`) may sit on the part or inside its `image_url`/`video_url`
-object. Sampling fields the request leaves out take the checkpoint's `generation_config.json` defaults, as vLLM
-does. Each choice also carries `token_ids` (the generated ids, eos included), an extension other servers lack.
+Routes: `POST /v1/chat/completions`, `POST /v1/completions` (raw prompts, no chat template), `GET /v1/models`,
+`GET /health` (no key needed). Message content parts may be OpenAI style (`text`, `image_url`, `video_url`) or
+CONTRACTS section 4 items (`image`, `video`); every media source goes through a `MediaPolicy` (data URIs by
+default; local files and remote URLs only when the operator opts in, see `media_policy`); per-item options
+(`min_pixels`, `max_pixels`, `fps`, `min_frames`, `max_frames`) may sit on the part or inside its
+`image_url`/`video_url` object. Sampling fields the request leaves out take the checkpoint's
+`generation_config.json` defaults, as vLLM does.
 
-Bounded work (`Limits`): the body size, JSON nesting, images and videos per request, processed pixels per
-request, `max_tokens` (at most the context left by the prompt, which is also the default cap; a prompt plus
-`max_tokens` beyond the context is a 400 before anything is allocated), and the queue (429 when full). A
-request whose client disconnects is cancelled: dropped if still queued, stopped at the next decode step if
-running (`Ticket.cancel`, which a streaming response can use too).
+Answers as the official `openai` client reads them, with vLLM's extensions: `n` choices (choice i samples with
+`seed + i` when a seed is given), `logprobs`/`top_logprobs`, `prompt_logprobs`, `return_tokens_as_token_ids`,
+`return_token_ids` (`serve_openai`), and `stream` as server-sent events: a first chunk with the role, text
+deltas as tokens arrive, a last chunk per choice with its finish reason and, when asked, all its logprobs (the
+client joins them), a usage chunk with `stream_options.include_usage`, then `data: [DONE]`. An error before
+the first token is an HTTP status; after it, an `{"error": ...}` event.
+
+Bounded work (`serve_request.Limits`): the body size, JSON nesting, images and videos per request, processed
+pixels per request, `max_tokens` (at most the context left by the prompt, which is also the default cap; a
+prompt plus `max_tokens` beyond the context is a 400 before anything is allocated), `n`, and the queue (429 when
+full). A request whose client disconnects is cancelled, streamed or not: dropped if still queued, stopped at the
+next decode step if running (`Ticket.cancel`).
 
 The model is not thread-safe, so one worker thread runs every request, micro-batched (`serve_worker`); greedy
 replies do not depend on the batching (fp32). Errors are JSON `{"error": {"message", "type",
@@ -27,183 +34,60 @@ import contextlib
 import hmac
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.backends.media_policy import MediaPolicy
 from qwen3vl_eval.backends.native import Engine
+from qwen3vl_eval.backends.serve_openai import (
+    ChunkWriter,
+    TextStream,
+    TokenText,
+    chat_completion,
+    chat_logprobs,
+    completion_logprobs,
+    completions,
+    sse,
+)
+from qwen3vl_eval.backends.serve_request import (  # noqa: F401 - parse_params and friends are imported from here
+    BodyTooLarge,
+    Limits,
+    RequestError,
+    Shape,
+    convert_part,
+    parse_messages,
+    parse_params,
+    parse_prompts,
+    parse_shape,
+    read_body,
+    request_params,
+)
 from qwen3vl_eval.backends.serve_worker import BatchWorker, Cancelled, QueueFull, Ticket
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.jsonio import loads
-from qwen3vl_eval.model.sampling import GenerationParams
-from qwen3vl_eval.processor.messages import SOURCE_KEYS, item_options, media_items
 
 log = logging.getLogger("qwen3vl_eval.backends.serve")
-
-ROLE_ALIASES = {"developer": "system"}
-# Request fields this server cannot honour, with the values that ask for nothing special.
-UNSUPPORTED = {"frequency_penalty": (0,), "logit_bias": ({},), "logprobs": (False,), "top_logprobs": (0,),
-               "tools": ([],), "tool_choice": ("none", "auto"), "response_format": ({"type": "text"},), "n": (1,),
-               "stream": (False,)}
-
-
-class RequestError(InputError):
-    """A request that cannot be served as asked (HTTP 400)."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-request bounds (`serve --help` names the options)."""
-
-    max_body_bytes: int = 32 << 20
-    max_images: int = 32
-    max_videos: int = 4
-    max_pixels: int = 1 << 26  # processed pixels per request (patches x patch area), ~4 images at the released max
-    max_tokens: int | None = None  # None: the context left by the prompt
-    max_queue: int = 64
-
-
-# ------------------------------------------------------------------------------------------------ parsing
-def _number(body: dict, key: str, kind: type, *, low: float | None = None) -> Any:
-    value = body.get(key)
-    if value is None:
-        return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and kind is int:
-        ok = isinstance(value, int) or (abs(value) < 2**63 and float(value).is_integer())
-    if not ok:
-        raise RequestError(f"{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
-    if low is not None and value < low:
-        raise RequestError(f"{key}: must be >= {low}, got {value!r}")
-    try:
-        return kind(value)
-    except OverflowError:
-        raise RequestError(f"{key}: {value!r} is out of range") from None
-
-
-def parse_params(body: dict, defaults: GenerationParams) -> GenerationParams:
-    """Generation parameters of a request; fields it leaves out keep `defaults`."""
-    for key, neutral in UNSUPPORTED.items():
-        value = body.get(key)
-        if value is not None and value not in neutral:
-            raise RequestError(f"{key}={value!r} is not supported by this server")
-    max_tokens = _number(body, "max_completion_tokens", int, low=1)
-    if max_tokens is None:
-        max_tokens = _number(body, "max_tokens", int, low=1)
-    top_k = _number(body, "top_k", int, low=-1)  # -1 and 0: off (vLLM)
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop)):
-        raise RequestError("stop: expected a non-empty string or a list of them")
-    ignore_eos = body.get("ignore_eos")
-    if ignore_eos is not None and not isinstance(ignore_eos, bool):
-        raise RequestError("ignore_eos: expected true or false")
-    try:
-        return defaults.with_overrides(
-            max_new_tokens=max_tokens, temperature=_number(body, "temperature", float),
-            top_p=_number(body, "top_p", float), top_k=None if top_k is None else max(top_k, 0),
-            seed=_number(body, "seed", int), presence_penalty=_number(body, "presence_penalty", float),
-            repetition_penalty=_number(body, "repetition_penalty", float),
-            stop=tuple(stop) if stop else None, ignore_eos=ignore_eos)
-    except InputError as e:
-        raise RequestError(str(e).replace("max_new_tokens", "max_tokens")) from None
-
-
-def convert_part(part: Any, where: str) -> dict:
-    """One OpenAI content part as a CONTRACTS section 4 item (those items pass through)."""
-    if not isinstance(part, dict):
-        raise RequestError(f"{where}: a content part must be an object")
-    kind = part.get("type")
-    if kind in ("image_url", "video_url"):
-        inner = part.get(kind)
-        url = inner.get("url") if isinstance(inner, dict) else inner
-        if not isinstance(url, str) or not url.strip():
-            raise RequestError(f"{where}: {kind} needs a 'url' string")
-        media = "image" if kind == "image_url" else "video"
-        return {"type": media, media: url.strip(), **item_options(media, part, inner)}
-    if kind in ("text", "image", "video") or kind is None:
-        return part
-    raise RequestError(f"{where}: unsupported content part type {kind!r} (text, image_url, video_url, image, "
-                       f"video)")
-
-
-def parse_messages(body: dict, policy: MediaPolicy | None = None, limits: Limits | None = None) -> list[dict]:
-    """The request's messages as a conversation in the CONTRACTS section 4 format, validated; every media
-    source passed through `policy` (default: data URIs only) and counted against `limits`."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError("messages: expected a non-empty list")
-    conversation = []
-    for m, message in enumerate(messages):
-        where = f"messages[{m}]"
-        if not isinstance(message, dict):
-            raise RequestError(f"{where}: expected an object")
-        role = ROLE_ALIASES.get(message.get("role"), message.get("role"))
-        content = message.get("content")
-        if isinstance(content, list):
-            content = [convert_part(p, f"{where}.content[{i}]") for i, p in enumerate(content)]
-        elif content is not None and not isinstance(content, str):
-            raise RequestError(f"{where}.content: expected a string or a list of parts")
-        conversation.append({"role": role, "content": content if content is not None else ""})
-    try:
-        items = media_items(conversation, 0)
-    except InputError as e:
-        raise RequestError(str(e).replace("conversation 0, message", "message")) from None
-    limits = limits or Limits()
-    for kind, cap in (("image", limits.max_images), ("video", limits.max_videos)):
-        n = sum(item.kind == kind for item in items)
-        if n > cap:
-            raise RequestError(f"messages: {n} {kind}s in one request; this server takes at most {cap}")
-    return police_media(conversation, policy or MediaPolicy())
-
-
-def police_media(conversation: list[dict], policy: MediaPolicy) -> list[dict]:
-    """A copy of a validated conversation whose image and video items hold only what `policy` allows the
-    processor to read (a data URI, a confined path or fetched bytes)."""
-    out = []
-    for m, message in enumerate(conversation):
-        content = message["content"]
-        if isinstance(content, list):
-            content = [_policed_item(item, policy, f"messages[{m}].content[{i}]") for i, item in enumerate(content)]
-        out.append({**message, "content": content})
-    return out
-
-
-def _policed_item(item: dict, policy: MediaPolicy, where: str) -> dict:
-    kind = item.get("type")
-    if kind not in ("image", "video"):
-        return item
-    value = next(item[k] for k in SOURCE_KEYS[kind] if item.get(k) is not None)
-    try:
-        source = policy.resolve(value)
-    except InputError as e:
-        raise RequestError(f"{where}: {e}") from None
-    return {"type": kind, kind: source, **item_options(kind, item)}
-
-
-def completion(reply: Reply, model: str) -> dict[str, Any]:
-    """The chat.completion response object of one reply."""
-    completion_tokens = len(reply.token_ids)
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                     "finish_reason": reply.finish_reason, "token_ids": reply.token_ids}],
-        "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": reply.prompt_tokens + completion_tokens},
-    }
 
 
 def error_response(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
                         headers=headers)
+
+
+def failure(e: BaseException) -> JSONResponse:
+    """The error response of an exception raised while serving a request."""
+    if isinstance(e, InputError):
+        return error_response(400, str(e), "invalid_request_error")
+    if isinstance(e, QueueFull):
+        return error_response(429, str(e), "rate_limit_error", {"Retry-After": "1"})
+    if isinstance(e, Cancelled):
+        return error_response(499, "the client closed the request", "cancelled")
+    return error_response(500, f"internal error: {type(e).__name__}: {e}", "server_error")
 
 
 # ------------------------------------------------------------------------------------------------ waiting
@@ -219,34 +103,154 @@ async def wait_for(request: Request, ticket: Ticket, poll_s: float = 0.1) -> Rep
             raise Cancelled()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (RequestError 'too large') past `limit` bytes, announced or streamed."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise BodyTooLarge(f"the request body of {length} bytes is over the {limit} byte limit")
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(f"the request body is over the {limit} byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def wait_all(request: Request, tickets: list[Ticket]) -> list[Reply]:
+    """Every ticket's reply; on the first failure (or a disconnect) the others are cancelled too."""
+    try:
+        return [await wait_for(request, t) for t in tickets]
+    except BaseException:
+        for t in tickets:
+            t.cancel()
+        raise
 
 
-class BodyTooLarge(RequestError):
-    """HTTP 413."""
+def submit_all(worker: BatchWorker, prompts: list, params: Any, fit: bool, shape: Shape, *, raw: bool,
+               on_tokens: Callable[[int, list[int]], None] | None = None) -> list[Ticket]:
+    """n tickets per prompt (choice i sampled with seed + i); all or none are queued."""
+    tickets: list[Ticket] = []
+    try:
+        for prompt in prompts:
+            for i in range(shape.n):
+                index = len(tickets)
+                callback = (lambda ids, index=index: on_tokens(index, ids)) if on_tokens else None
+                p = params if i == 0 or params.greedy else replace(params, seed=params.seed + i)
+                tickets.append(worker.submit(prompt, p, fit, logprobs=shape.wanted.logprobs,
+                                             prompt_logprobs=shape.wanted.prompt_logprobs, raw=raw,
+                                             on_tokens=callback))
+    except BaseException:
+        for t in tickets:
+            t.cancel()
+        raise
+    return tickets
+
+
+class Streamer:
+    """One streamed response: tokens from the worker thread land in an asyncio queue; `events()` yields the
+    server-sent events. `start()` waits for the first token (or the end), so an early failure is still an HTTP
+    error."""
+
+    def __init__(self, request: Request, writer: ChunkWriter, tokenizer: Any, hold: int, shape: Shape) -> None:
+        self.request, self.writer, self.shape = request, writer, shape
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[int, list[int]]] = asyncio.Queue()
+        self.tokenizer = tokenizer
+        self.texts: list[TextStream] = []
+        self.hold = hold
+        self.tickets: list[Ticket] = []
+        self.pending: list[tuple[int, list[int]]] = []
+
+    def on_tokens(self, index: int, ids: list[int]) -> None:  # the worker thread
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (index, ids))
+
+    def attach(self, tickets: list[Ticket]) -> None:
+        self.tickets = tickets
+        self.texts = [TextStream(self.tokenizer, self.hold) for _ in tickets]
+
+    async def _next(self, poll_s: float = 0.1) -> tuple[int, list[int]] | None:
+        """The next token event, or None when every ticket is done and no event is left."""
+        while True:
+            if not self.queue.empty():
+                return self.queue.get_nowait()
+            if all(t.future.done() for t in self.tickets):
+                await asyncio.sleep(0)  # events scheduled before the futures completed
+                if self.queue.empty():
+                    return None
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                return await asyncio.wait_for(self.queue.get(), poll_s)
+            if await self.request.is_disconnected():
+                self.cancel()
+                raise Cancelled()
+
+    def cancel(self) -> None:
+        for t in self.tickets:
+            t.cancel()
+
+    async def start(self) -> None:
+        """Wait for the first token of any choice; raise what a ticket raised before any token came."""
+        try:
+            event = await self._next()
+            if event is not None:
+                self.pending.append(event)
+            for t in self.tickets:
+                if t.future.done() and not t.future.cancelled() and t.future.exception() is not None:
+                    raise t.future.exception()
+        except BaseException:
+            self.cancel()
+            raise
+
+    async def events(self) -> AsyncIterator[str]:
+        w, finished = self.writer, set()
+        prompt_tokens, completion_tokens = 0, 0
+        try:
+            for i in range(len(self.tickets)):
+                yield w.choice(i, "", role=True) if w.chat else w.choice(i, "")
+            while True:
+                event = self.pending.pop(0) if self.pending else await self._next()
+                if event is None:
+                    break
+                i, ids = event
+                if i not in finished and (delta := self.texts[i].add(ids)):
+                    yield w.choice(i, delta)
+                for j, t in enumerate(self.tickets):  # choices finished so far
+                    if j in finished or not t.future.done():
+                        continue
+                    if self.queue.qsize():  # their last tokens first
+                        break
+                    finished.add(j)
+                    reply = t.future.result()
+                    prompt_tokens, completion_tokens = reply.prompt_tokens, completion_tokens + len(reply.token_ids)
+                    yield self._last(j, reply)
+            for j, t in enumerate(self.tickets):
+                if j not in finished:
+                    reply = t.future.result()
+                    prompt_tokens, completion_tokens = reply.prompt_tokens, completion_tokens + len(reply.token_ids)
+                    yield self._last(j, reply)
+            if self.shape.include_usage:
+                yield w.usage(prompt_tokens, completion_tokens)
+        except Cancelled:
+            return
+        except Exception as e:  # noqa: BLE001 - after the first byte an error is an event
+            status = 400 if isinstance(e, InputError) else 500
+            yield w.error(status, str(e), "invalid_request_error" if status == 400 else "server_error")
+        finally:
+            self.cancel()  # a no-op for finished tickets; stops decoding when the client left mid-stream
+        yield sse("[DONE]")
+
+    def _last(self, index: int, reply: Reply) -> str:
+        wanted = self.shape.wanted
+        logprobs = None
+        if wanted.logprobs is not None:
+            text = TokenText(self.tokenizer, wanted.token_ids_as_strings)
+            logprobs = (chat_logprobs(reply, text, wanted.logprobs) if self.writer.chat else
+                        completion_logprobs(reply.token_ids, reply.logprobs or [], text, wanted.logprobs))
+        return self.writer.choice(index, self.texts[index].finish(reply.text), logprobs=logprobs,
+                                  finish_reason=reply.finish_reason, token_ids=reply.token_ids)
 
 
 # ------------------------------------------------------------------------------------------------ app
 def create_app(engine: Any, *, model_name: str | None = None, api_key: str | None = None,
                max_batch_size: int = 1, batch_wait_ms: float = 5.0, media: MediaPolicy | None = None,
-               limits: Limits | None = None) -> FastAPI:
-    """The FastAPI app serving `engine` (anything with the Engine's `chat`, `defaults` and `info`)."""
+               limits: Limits | None = None, mm_processor_kwargs: dict | None = None) -> FastAPI:
+    """The FastAPI app serving `engine` (anything with the Engine's `chat`, `defaults` and `info`; `complete`
+    and the `logprobs` keywords where it has them). `mm_processor_kwargs`: media options every item takes
+    unless the request or the item sets its own (vLLM's `--mm-processor-kwargs`)."""
     name = model_name or str(getattr(engine, "name", "model"))
     limits, media = limits or Limits(), media or MediaPolicy()
     worker = BatchWorker(engine, max_batch_size, batch_wait_ms, max_queue=limits.max_queue,
                          max_pixels=limits.max_pixels)
     created = int(time.time())
+    processor = getattr(engine, "processor", None)
+    tokenizer = getattr(processor, "tokenizer", None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -266,19 +270,7 @@ def create_app(engine: Any, *, model_name: str | None = None, api_key: str | Non
         return error_response(401, "missing or invalid API key (Authorization: Bearer ...)", "authentication_error",
                               {"WWW-Authenticate": "Bearer"})
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "queued": worker.queued(), **worker.stats}
-
-    @app.get("/v1/models")
-    async def models(request: Request) -> Any:
-        if (resp := denied(request)) is not None:
-            return resp
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created,
-                                            "owned_by": "qwen3vl-eval"}]}
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
+    async def read_request(request: Request) -> dict | JSONResponse:
         if (resp := denied(request)) is not None:
             return resp
         try:
@@ -293,43 +285,80 @@ def create_app(engine: Any, *, model_name: str | None = None, api_key: str | Non
         if requested not in (None, "", name):
             return error_response(404, f"model {requested!r} not found; this server serves {name!r}",
                                   "not_found_error")
+        return body
+
+    async def answer(request: Request, body: dict, *, chat: bool) -> Any:
         try:
+            shape = parse_shape(body, limits, chat=chat)
+            if not chat and "max_tokens" not in body and "max_completion_tokens" not in body:
+                body = {**body, "max_tokens": 16}  # OpenAI's completions default
             params, fit = request_params(body, engine.defaults, limits)
-            conversation = parse_messages(body, media, limits)
-            reply = await wait_for(request, worker.submit(conversation, params, fit))
-        except InputError as e:
-            return error_response(400, str(e), "invalid_request_error")
-        except QueueFull as e:
-            return error_response(429, str(e), "rate_limit_error", {"Retry-After": "1"})
-        except Cancelled:
-            return error_response(499, "the client closed the request", "cancelled")
+            if chat:
+                prompts = [parse_messages(body, media, limits, mm_processor_kwargs)]
+            else:
+                if tokenizer is None:
+                    raise RequestError("this server's engine does not take raw prompts (/v1/completions)")
+                prompts = parse_prompts(body, tokenizer)
+                if len(prompts) * shape.n > limits.max_n:
+                    raise RequestError(f"prompt: {len(prompts)} prompts x n={shape.n} choices is over this "
+                                       f"server's limit of {limits.max_n}")
+            if shape.stream:
+                hold = max((len(s) for s in params.stop or ()), default=0)
+                streamer = Streamer(request, ChunkWriter(name, chat), tokenizer, hold, shape)
+                streamer.attach(submit_all(worker, prompts, params, fit, shape, raw=not chat,
+                                           on_tokens=streamer.on_tokens))
+                await streamer.start()
+                return StreamingResponse(streamer.events(), media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache"})
+            replies = await wait_all(request, submit_all(worker, prompts, params, fit, shape, raw=not chat))
+            wanted = shape.wanted
+            if chat:
+                return chat_completion(replies, name, wanted, tokenizer, replies[0].prompt_token_ids)
+            groups = [(p, replies[k * shape.n:(k + 1) * shape.n]) for k, p in enumerate(prompts)]
+            return completions(groups, name, wanted, tokenizer, shape.echo)
         except Exception as e:  # noqa: BLE001 - one line to the client, the traceback in the server log
-            return error_response(500, f"internal error: {type(e).__name__}: {e}", "server_error")
-        return completion(reply, name)
+            if not isinstance(e, (InputError, QueueFull, Cancelled)):
+                log.exception("request failed")
+            return failure(e)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "queued": worker.queued(), **worker.stats}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Any:
+        if (resp := denied(request)) is not None:
+            return resp
+        info = engine.info() if callable(getattr(engine, "info", None)) else {}
+        card = {"id": name, "object": "model", "created": created, "owned_by": "qwen3vl-eval",
+                "max_model_len": getattr(engine, "context", None)}
+        for key in ("dtype", "device", "checkpoint_sha256", "video_prompt", "cuda_graph", "compile", "attention"):
+            if key in info:
+                card[key] = info[key]
+        card["mm_processor_kwargs"] = dict(mm_processor_kwargs or {})
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        body = await read_request(request)
+        return body if isinstance(body, JSONResponse) else await answer(request, body, chat=True)
+
+    @app.post("/v1/completions")
+    async def text_completions(request: Request) -> Any:
+        body = await read_request(request)
+        return body if isinstance(body, JSONResponse) else await answer(request, body, chat=False)
 
     return app
 
 
-def request_params(body: dict, defaults: GenerationParams, limits: Limits) -> tuple[GenerationParams, bool]:
-    """The request's generation parameters and whether `max_tokens` was left to the server (then it is the
-    default lowered to the context the prompt leaves, `fit_context`). An explicit value over `limits.max_tokens`
-    is a RequestError; one beyond the context fails in the engine before anything is allocated."""
-    params = parse_params(body, defaults)
-    explicit = body.get("max_completion_tokens", body.get("max_tokens")) is not None
-    cap = limits.max_tokens
-    if cap is not None and params.max_new_tokens > cap:
-        if explicit:
-            raise RequestError(f"max_tokens: {params.max_new_tokens} is over this server's limit of {cap}")
-        params = params.with_overrides(max_new_tokens=cap)
-    return params, not explicit
-
-
 def serve(engine: Engine, *, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None,
           api_key: str | None = None, max_batch_size: int = 1, batch_wait_ms: float = 5.0,
-          log_level: str = "info", media: MediaPolicy | None = None, limits: Limits | None = None) -> None:
+          log_level: str = "info", media: MediaPolicy | None = None, limits: Limits | None = None,
+          mm_processor_kwargs: dict | None = None) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
     app = create_app(engine, model_name=model_name, api_key=api_key, max_batch_size=max_batch_size,
-                     batch_wait_ms=batch_wait_ms, media=media, limits=limits)
+                     batch_wait_ms=batch_wait_ms, media=media, limits=limits,
+                     mm_processor_kwargs=mm_processor_kwargs)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -53,6 +53,9 @@ def serve(
     max_tokens: int = typer.Option(None, "--max-tokens", help="max_tokens cap (default: the context the "
                                    "prompt leaves)"),
     max_queue: int = typer.Option(64, "--max-queue", help="requests waiting at most (429 above)"),
+    mm_processor_kwargs: str = typer.Option(None, "--mm-processor-kwargs", help="JSON object of media options "
+                                            "every image/video takes unless the request sets its own, as vLLM's "
+                                            "(e.g. '{\"max_pixels\": 50176, \"fps\": 2}')"),
 ) -> None:
     """Serve POST /v1/chat/completions, GET /v1/models and GET /health until interrupted. Requests may name
     media by data: URI only, unless --allowed-media-root or --allow-remote-media says otherwise."""
@@ -78,6 +81,12 @@ def serve(
             raise InputError(f"{flag} {value}: must be a positive number")
     if allowed_media_root is not None and not allowed_media_root.is_dir():
         raise InputError(f"--allowed-media-root {allowed_media_root}: no such folder")
+    mm = None
+    if mm_processor_kwargs is not None:
+        from qwen3vl_eval.backends.serve_request import mm_processor_kwargs as check_mm
+        from qwen3vl_eval.jsonio import loads
+
+        mm = check_mm({"mm_processor_kwargs": loads(mm_processor_kwargs.encode(), "--mm-processor-kwargs")})
     media = MediaPolicy(allowed_root=allowed_media_root, allow_remote=allow_remote_media,
                         max_bytes=int(remote_media_mb * (1 << 20)), timeout_s=remote_media_timeout)
     limits = Limits(max_body_bytes=int(max_body_mb * (1 << 20)), max_images=max_images, max_videos=max_videos,
@@ -92,4 +101,5 @@ def serve(
     print(f"serving {name} on http://{host}:{port}/v1 ({engine.info()['device']}, {engine.info()['dtype']})",
           file=sys.stderr)
     run_server(engine, host=host, port=port, model_name=name, api_key=api_key, max_batch_size=max_batch_size,
-               batch_wait_ms=batch_wait_ms, log_level=log_level, media=media, limits=limits)
+               batch_wait_ms=batch_wait_ms, log_level=log_level, media=media, limits=limits,
+               mm_processor_kwargs=mm)

@@ -35,6 +35,22 @@ class GenerationOutput:
     token_ids: list[int]
     finish_reason: str  # "stop" (eos or stop string) or "length"
     text: str | None = None  # set when a decode function was given
+    # with `generate(logprobs=k)`: per generated token (chosen logprob, [(id, logprob)] of the k most likely)
+    logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None
+
+
+@dataclass
+class TokenScores:
+    """Teacher-forced scores of one row's positions `start..S-1` (each predicted from the tokens before it):
+    the target token's logprob, the argmax id, the `k` most likely (ids, logprobs) and, for `query` ids, their
+    logprobs. Logprobs are log-softmax of the raw logits in float32."""
+
+    target_logprob: list[float]
+    target_rank: list[int]  # 1 + the number of tokens more likely than the target
+    argmax: list[int]
+    top_ids: list[list[int]]
+    top_logprobs: list[list[float]]
+    query_logprobs: list[list[float]]
 
 
 @torch.inference_mode()
@@ -82,11 +98,14 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
              pixel_values_videos: Tensor | None = None, video_grid_thw: Tensor | None = None,
              visual=None, decode: Callable[[list[int]], str] | None = None, pad_token_id: int = 0,
              check_every: int | None = None, step_fn=None, timings: Timings | None = None,
-             on_tokens: Callable[[int, list[int]], None] | None = None) -> list[GenerationOutput]:
+             on_tokens: Callable[[int, list[int]], None] | None = None,
+             logprobs: int | None = None) -> list[GenerationOutput]:
     """Generate up to `params.max_new_tokens` tokens for each row of a left-padded batch.
 
     `decode` (token ids -> text) is needed for stop strings and fills `GenerationOutput.text`. `step_fn`
-    replaces `decode_step` (same signature), e.g. a CUDA-graph replay. `on_tokens(row, new_ids)` streams."""
+    replaces `decode_step` (same signature), e.g. a CUDA-graph replay. `on_tokens(row, new_ids)` streams.
+    `logprobs=k` (0 or more) records each generated token's logprob and the k most likely tokens, from the
+    raw logits the decode step produced (before penalties and temperature, vLLM's default `raw_logprobs`)."""
     params.validate()
     device = input_ids.device
     B, L = input_ids.shape
@@ -126,6 +145,7 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
 
     rows = list(range(B))  # original index of each live row
     new_tokens = torch.full((B, N), pad_token_id, dtype=torch.long, device=device)  # [B, N]
+    lp = _LogprobRecord(B, N, logprobs, device) if logprobs is not None else None
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     results: list[GenerationOutput | None] = [None] * B
     streamed = [0] * B
@@ -135,6 +155,8 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
         tok = select_tokens(process_logits(logits, params, seen, counts), params, generator)  # [B]
         tok = torch.where(finished, torch.full_like(tok, pad_token_id), tok)
         new_tokens[:, step] = tok
+        if lp is not None:
+            lp.add(step, logits, tok)
         if eos.numel():
             finished = finished | torch.isin(tok, eos)
         if seen is not None:
@@ -156,7 +178,7 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
                 if out is None:
                     keep.append(i)
                 else:
-                    results[rows[i]] = out
+                    results[rows[i]] = out if lp is None else lp.attach(out, i)
                     finished[i] = True
             checked = step + 1
             if not keep:
@@ -168,6 +190,8 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
                 rows = [rows[i] for i in keep]
                 new_tokens, finished, rope_deltas, attention_mask, tok = (
                     t.index_select(0, idx) for t in (new_tokens, finished, rope_deltas, attention_mask, tok))
+                if lp is not None:
+                    lp.select(idx)
                 seen = seen.index_select(0, idx) if seen is not None else None
                 counts = counts.index_select(0, idx) if counts is not None else None
                 cache = _compact(cache, idx, model.config.text)
@@ -178,6 +202,65 @@ def generate(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, p
     outputs = [r if r is not None else GenerationOutput([], "length") for r in results]
     timings.generated_tokens += sum(len(o.token_ids) for o in outputs)
     return outputs
+
+
+class _LogprobRecord:
+    """Per-step logprobs of the chosen tokens and the k most likely, kept on the device (no host sync) and
+    compacted with the batch."""
+
+    def __init__(self, B: int, N: int, k: int, device: torch.device) -> None:
+        self.k = k
+        self.chosen = torch.zeros(B, N, dtype=torch.float32, device=device)
+        self.top_v = torch.zeros(B, N, k, dtype=torch.float32, device=device)
+        self.top_i = torch.zeros(B, N, k, dtype=torch.long, device=device)
+
+    def add(self, step: int, logits: Tensor, tok: Tensor) -> None:
+        logp = torch.log_softmax(logits.float(), -1)  # [B, V]
+        self.chosen[:, step] = logp.gather(1, tok[:, None])[:, 0]
+        if self.k:
+            v, i = logp.topk(self.k, -1)
+            self.top_v[:, step], self.top_i[:, step] = v, i
+
+    def select(self, idx: Tensor) -> None:
+        self.chosen, self.top_v, self.top_i = (t.index_select(0, idx) for t in (self.chosen, self.top_v, self.top_i))
+
+    def attach(self, out: GenerationOutput, row: int) -> GenerationOutput:
+        n = len(out.token_ids)
+        chosen = self.chosen[row, :n].tolist()
+        ids, vals = self.top_i[row, :n].tolist(), self.top_v[row, :n].tolist()
+        out.logprobs = [(c, list(zip(i, v))) for c, i, v in zip(chosen, ids, vals)]
+        return out
+
+
+@torch.inference_mode()
+def teacher_force(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | None, start: int, *, k: int = 0,
+                  query: list[list[list[int]]] | None = None, image_grid_thw: Tensor | None = None,
+                  video_grid_thw: Tensor | None = None, visual=None, pixel_values: Tensor | None = None,
+                  pixel_values_videos: Tensor | None = None) -> list[TokenScores]:
+    """Score each row's tokens at positions `start..S-1` by teacher forcing: one forward over the whole
+    left-padded sequence [B, S] without a KV cache (MRoPE positions from `rope_index` over it, so text after
+    the prompt continues the prompt's count exactly as decoding does). `query[b][j]`: token ids whose logprobs
+    to report at the row's j-th scored position (e.g. another model's top-k)."""
+    position_ids, _ = rope_index(input_ids, image_grid_thw, video_grid_thw, attention_mask, model.config)
+    kwargs = dict(pixel_values=pixel_values, image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos,
+                  video_grid_thw=video_grid_thw)
+    if visual is not None:
+        kwargs["visual"] = visual
+    logits = model(input_ids, position_ids, attention_mask=attention_mask, **kwargs)  # [B, S, V]
+    logp = torch.log_softmax(logits[:, start - 1: -1].float(), -1)  # position t predicts token t
+    del logits
+    target = input_ids[:, start:]
+    chosen_t = logp.gather(2, target[..., None])  # [B, S', 1]
+    chosen, rank = chosen_t[..., 0].tolist(), ((logp > chosen_t).sum(-1) + 1).tolist()
+    argmax = logp.argmax(-1).tolist()
+    top_v, top_i = logp.topk(k, -1) if k else (logp[..., :0], target[..., None][..., :0])
+    out = []
+    for b in range(input_ids.shape[0]):
+        q = []
+        for j, ids in enumerate(query[b] if query is not None else []):
+            q.append(logp[b, j, torch.tensor(ids, dtype=torch.long, device=logp.device)].tolist() if ids else [])
+        out.append(TokenScores(chosen[b], rank[b], argmax[b], top_i[b].tolist(), top_v[b].tolist(), q))
+    return out
 
 
 def _compact(cache: list[KVCache], idx: Tensor, config) -> list[KVCache]:
