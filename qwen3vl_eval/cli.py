@@ -11,6 +11,7 @@ from typer.core import TyperCommand, TyperGroup
 from qwen3vl_eval import __version__
 from qwen3vl_eval.commands import bench as _bench
 from qwen3vl_eval.commands import compare as _compare
+from qwen3vl_eval.commands import drift as _drift
 from qwen3vl_eval.commands import generate as _generate
 from qwen3vl_eval.commands import parity as _parity
 from qwen3vl_eval.commands import preprocess as _preprocess
@@ -63,7 +64,7 @@ def main(version: Optional[bool] = typer.Option(None, "--version", callback=_pri
 
 
 # Registered commands, alphabetical.
-for _name, _fn in (("bench", _bench.bench), ("compare", _compare.compare), ("generate", _generate.main),
-                   ("parity", _parity.main), ("preprocess", _preprocess.preprocess), ("run", _run.run),
-                   ("score", _score.score), ("serve", _serve.serve), ("tasks", _tasks.tasks)):
+for _name, _fn in (("bench", _bench.bench), ("compare", _compare.compare), ("drift", _drift.drift),
+                   ("generate", _generate.main), ("parity", _parity.main), ("preprocess", _preprocess.preprocess),
+                   ("run", _run.run), ("score", _score.score), ("serve", _serve.serve), ("tasks", _tasks.tasks)):
     app.command(_name, cls=Command)(_fn)

@@ -170,14 +170,16 @@ class Engine:
                     s.target_logprob, s.target_rank, s.top_ids, s.top_logprobs)]
         return replies
 
-    def score(self, conversation: list[dict], continuation: list[int], *, k: int = 0,
+    def score(self, conversation: list[dict] | BatchInputs, continuation: list[int], *, k: int = 0,
               query: list[list[int]] | None = None, base_dir: str | Path | None = None,
               start: int | None = None) -> tuple[TokenScores, int]:
         """Teacher-forced scores of `continuation` after one conversation's prompt (one forward over prompt +
         continuation, no KV cache): positions from `start` (default: the first continuation token; 1 scores
-        the prompt too). `query[j]`: ids whose logprobs to report at the j-th scored position. Returns the
-        scores and the prompt length."""
-        batch = self.processor([conversation], video_prompt=self.video_prompt, base_dir=base_dir)
+        the prompt too). `query[j]`: ids whose logprobs to report at the j-th scored position. The
+        conversation may come processed already (`self.processor([conversation])`). Returns the scores and
+        the prompt length."""
+        batch = conversation if isinstance(conversation, BatchInputs) else self.processor(
+            [conversation], video_prompt=self.video_prompt, base_dir=base_dir)
         n = batch.input_ids.shape[1]
         if continuation:
             extra = torch.tensor([continuation], dtype=torch.int64)
