@@ -142,3 +142,25 @@ def test_token_strings_map_to_ids_through_the_tokenizer(engine: Engine):
     assert [cand.token_id({"token": tok.decode([i], skip_special_tokens=False)}) for i in ids] == ids
     with pytest.raises(Exception, match="return_tokens_as_token_ids"):
         cand.token_id({"token": "no such token here"})
+
+
+def test_teacher_forcing_in_chunks_and_in_batches_scores_alike(engine: Engine, media: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    from qwen3vl_eval.model import generate as gen
+    from qwen3vl_eval.model.sampling import GenerationParams
+
+    img = [{"role": "user", "content": [{"type": "image", "image": str(media / "noise.png")},
+                                        {"type": "text", "text": "What is it?"}]}]
+    txt = [{"role": "user", "content": "Count to three."}]
+    whole, _ = engine.score(img, [11, 12, 13], k=3, start=1, query=[[5, 6]] * 3)
+    monkeypatch.setattr(gen, "SCORE_CHUNK", 4)
+    chunked, _ = engine.score(img, [11, 12, 13], k=3, start=1, query=[[5, 6]] * 3)
+    assert chunked.argmax == whole.argmax and chunked.top_ids == whole.top_ids
+    assert chunked.target_logprob == pytest.approx(whole.target_logprob, abs=1e-5)
+    assert sum(chunked.query_logprobs, []) == pytest.approx(sum(whole.query_logprobs, []), abs=1e-5)
+    params = GenerationParams(max_new_tokens=2, temperature=0.0)
+    batched = engine.chat([txt, img, txt], params, prompt_logprobs=2)  # each row's own media and padding
+    alone = [engine.chat([c], params, prompt_logprobs=2)[0] for c in (txt, img)]
+    for b, a in zip(batched[:2], alone):
+        assert b.prompt_token_ids == a.prompt_token_ids and b.prompt_logprobs[0] is None
+        assert [e[0] for e in b.prompt_logprobs[1:]] == pytest.approx([e[0] for e in a.prompt_logprobs[1:]], abs=1e-4)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from qwen3vl_eval.backends.openai import BackendError
 from qwen3vl_eval.drift.measure import compare, query_ids
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.eval.runner import conversation
@@ -25,7 +26,8 @@ def greedy_params(spec: Any, max_new_tokens: int | None) -> GenerationParams:
 
 def drift_task(spec: Any, samples: list, candidate: Any, reference: Any, params: GenerationParams, *,
                on_sample: Callable[[], None] | None = None) -> list[dict[str, Any]]:
-    """One record per sample (an `error` record when the sample's media or request fails)."""
+    """One record per sample (an `error` record when the sample's media or its request fails; such samples
+    count in `n_errors` and in no metric)."""
     cfg = reference.model.config
     token_ids = {"image": cfg.image_token_id, "video": cfg.video_token_id}
     records = []
@@ -43,7 +45,7 @@ def drift_task(spec: Any, samples: list, candidate: Any, reference: Any, params:
             if n != len(prompt_ids):
                 raise RuntimeError(f"prompt length {n} != {len(prompt_ids)}")  # one processor: cannot happen
             record = {"id": sample.id, **compare(cand, scores, prompt_ids, token_ids, with_prompt)}
-        except InputError as e:
+        except (InputError, BackendError) as e:  # bad media, a refused request, a server that stopped answering
             record = {"id": sample.id, "error": str(e)}
         record["seconds"] = round(time.perf_counter() - t0, 3)
         records.append(record)

@@ -28,6 +28,8 @@ from qwen3vl_eval.runtime.timing import Timings, synchronize
 # Prompt tokens per prefill pass through the decoder: longer prompts are prefilled in chunks, so memory grows
 # with chunk x prompt length (the last chunk's mask), not with the square of the prompt length.
 PREFILL_CHUNK = 2048
+# Positions per log-softmax in `teacher_force`: its float32 copies stay chunk x vocabulary per row.
+SCORE_CHUNK = 1024
 
 
 @dataclass
@@ -247,20 +249,26 @@ def teacher_force(model: Qwen3VL, input_ids: Tensor, attention_mask: Tensor | No
     if visual is not None:
         kwargs["visual"] = visual
     logits = model(input_ids, position_ids, attention_mask=attention_mask, **kwargs)  # [B, S, V]
-    logp = torch.log_softmax(logits[:, start - 1: -1].float(), -1)  # position t predicts token t
-    del logits
-    target = input_ids[:, start:]
-    chosen_t = logp.gather(2, target[..., None])  # [B, S', 1]
-    chosen, rank = chosen_t[..., 0].tolist(), ((logp > chosen_t).sum(-1) + 1).tolist()
-    argmax = logp.argmax(-1).tolist()
-    top_v, top_i = logp.topk(k, -1) if k else (logp[..., :0], target[..., None][..., :0])
-    out = []
-    for b in range(input_ids.shape[0]):
-        q = []
-        for j, ids in enumerate(query[b] if query is not None else []):
-            q.append(logp[b, j, torch.tensor(ids, dtype=torch.long, device=logp.device)].tolist() if ids else [])
-        out.append(TokenScores(chosen[b], rank[b], argmax[b], top_i[b].tolist(), top_v[b].tolist(), q))
-    return out
+    B, S = input_ids.shape
+    chosen, rank, argmax, top_v, top_i = ([[] for _ in range(B)] for _ in range(5))
+    query_out: list[list[list[float]]] = [[] for _ in range(B)]
+    for a in range(start, S, SCORE_CHUNK):  # log-softmax a chunk of positions at a time (float32 [B, chunk, V])
+        b = min(S, a + SCORE_CHUNK)
+        logp = torch.log_softmax(logits[:, a - 1: b - 1].float(), -1)  # position t-1 predicts token t
+        tgt = logp.gather(2, input_ids[:, a:b, None])  # [B, n, 1]
+        v, i = logp.topk(k, -1) if k else (logp[..., :0], tgt[..., :0].long())
+        for r, (c, n, m, tv, ti) in enumerate(zip(tgt[..., 0].tolist(), ((logp > tgt).sum(-1) + 1).tolist(),
+                                                  logp.argmax(-1).tolist(), v.tolist(), i.tolist())):
+            chosen[r] += c
+            rank[r] += n
+            argmax[r] += m
+            top_v[r] += tv
+            top_i[r] += ti
+            for j in range(a - start, min(b - start, len(query[r]))) if query is not None else ():
+                ids = torch.tensor(query[r][j], dtype=torch.long, device=logp.device)
+                query_out[r].append(logp[r, j - (a - start), ids].tolist())
+        del logp
+    return [TokenScores(chosen[r], rank[r], argmax[r], top_i[r], top_v[r], query_out[r]) for r in range(B)]
 
 
 def _compact(cache: list[KVCache], idx: Tensor, config) -> list[KVCache]:
