@@ -13,20 +13,19 @@ from typing import Optional
 import typer
 
 from qwen3vl_eval.commands import fail, handle_errors, resolve_target
+from qwen3vl_eval.commands import options as opt
 from qwen3vl_eval.errors import InputError
 
 
 @handle_errors
 def drift(
-    model: str = typer.Option(..., "--model", help="the reference: checkpoint folder, Hub id in the local HF "
-                              "cache, or a tiny name"),
-    task: str = typer.Option(..., "--task", help="task(s) or suite(s), comma-separated"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="first N samples of each task"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="the candidate: an OpenAI-compatible server"),
-    served_model_name: Optional[str] = typer.Option(None, "--served-model-name", help="its model id "
-                                                    "(default: the first /v1/models lists)"),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="variable holding the server's key"),
-    request_timeout: float = typer.Option(600.0, "--request-timeout", help="seconds per request"),
+    model: opt.Model,
+    task: opt.Task,
+    limit: opt.Limit = None,
+    base_url: opt.BaseUrl = None,
+    served_model_name: opt.ServedModelName = None,
+    api_key_env: opt.ApiKeyEnv = None,
+    request_timeout: opt.RequestTimeout = 120.0,
     video_mode: str = typer.Option("url", "--video-mode", help="url (video_url: the server samples frames; "
                                    "default) or frames (sampled here, sent as images)"),
     mm_processor_kwargs: Optional[str] = typer.Option(None, "--mm-processor-kwargs", help="JSON object sent as "
@@ -38,15 +37,13 @@ def drift(
     cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="the candidate's "
                                               "CUDA-graph decode step (default: on for CUDA)"),
     compile: bool = typer.Option(False, "--compile", help="the candidate's decode step fused by inductor"),
-    device: str = typer.Option("auto", "--device", help="the reference's device: auto, cpu, cuda or cuda:N"),
+    device: opt.Device = "auto",
     reference_dtype: str = typer.Option("float32", "--reference-dtype", help="the reference's dtype"),
-    video_prompt: str = typer.Option("trained", "--video-prompt", help="our prompt's video format: trained, or "
-                                     "transformers5 (what a server using the HF processor, e.g. vLLM, writes)"),
+    video_prompt: opt.VideoPrompt = "trained",
     top_logprobs: int = typer.Option(5, "--top-logprobs", help="k: the candidate's top-k per step (1-20)"),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="reply budget (default: the "
-                                                 "task's)"),
-    data: Optional[str] = typer.Option(None, "--data", help="local data for one task (as run --data)"),
-    media_root: Optional[Path] = typer.Option(None, "--media-root", help="folder videos resolve against"),
+    max_new_tokens: opt.MaxNewTokens = None,
+    data: opt.Data = None,
+    media_root: opt.MediaRoot = None,
     output: Optional[Path] = typer.Option(None, "--output", help="folder for drift.json and drift.md (default "
                                           "reports/drift/<time>-<model>)"),
     worst: int = typer.Option(5, "--worst", help="worst samples shown per task, with both replies"),
@@ -56,7 +53,8 @@ def drift(
                                                   "prompt differs from ours"),
 ) -> None:
     """Compare a candidate's greedy replies, token by token, with the reference model scoring the same tokens.
-    The candidate is --base-url (a server) or --candidate-dtype (our model in another configuration)."""
+    The candidate is --base-url (a server) or --candidate-dtype (our model in another configuration); --model,
+    --device and --video-prompt describe the reference (--video-prompt transformers5 for vLLM)."""
     from qwen3vl_eval.backends.native import Engine
     from qwen3vl_eval.drift import report
     from qwen3vl_eval.drift.candidates import NativeCandidate, ServerCandidate
