@@ -114,6 +114,8 @@ def test_bad_usage_is_exit_2(tiny_ckpt: Path):
                            "bfloat16", "--base-url", "http://127.0.0.1:9"), "name one candidate")
     assert_clean_error(cli("drift", "--model", str(tiny_ckpt), "--task", "synth_text", "--candidate-dtype",
                            "bfloat16", "--top-logprobs", "0"), "--top-logprobs")
+    assert_clean_error(cli("drift", "--model", str(tiny_ckpt), "--task", "synth_text", "--candidate-dtype",
+                           "bfloat16", "--candidate-device", "cpu", "--cuda-graph"), "need a CUDA candidate device")
     assert_clean_error(cli("drift", "--model", str(tiny_ckpt), "--task", "nope", "--candidate-dtype",
                            "bfloat16"), "nope")
 

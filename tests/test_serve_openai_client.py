@@ -199,3 +199,16 @@ def test_mm_processor_kwargs_per_request_and_per_server(client, engine: Engine, 
         assert other.models.list().data[0].model_extra["mm_processor_kwargs"] == {"max_pixels": 1024}
     finally:
         srv.stop()
+
+
+def test_stream_with_a_stop_string_ends_where_the_whole_reply_does(client):
+    messages = [{"role": "user", "content": "Tell me a story."}]
+    full = client.chat.completions.create(model="tiny", messages=messages, max_tokens=16, temperature=0)
+    text = full.choices[0].message.content
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    assert stop.strip()
+    whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=16, temperature=0, stop=[stop])
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=16, temperature=0, stop=[stop], stream=True) if c.choices)
+    assert streamed == whole.choices[0].message.content and stop not in streamed
+    assert whole.choices[0].finish_reason == "stop"

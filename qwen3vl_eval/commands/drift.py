@@ -104,6 +104,8 @@ def drift(
         label = f"server {backend.base_url} (`{backend.model}`)"
     else:
         cand_target = resolve_target(model, candidate_device or device, candidate_dtype)
+        if (cuda_graph or compile) and cand_target.device.type != "cuda":
+            raise InputError(f"--cuda-graph and --compile need a CUDA candidate device, not {cand_target.device}")
         engine = Engine(cand_target.path, device=cand_target.device, dtype=cand_target.dtype, model_name=model,
                         fast=cuda_graph, compile=compile, video_prompt=video_prompt)
         candidate = NativeCandidate(engine, top_logprobs)
