@@ -247,7 +247,8 @@ class OpenAIBackend:
         params = (params or GenerationParams()).validate()
         messages = to_openai_messages(conversation, base_dir=base_dir, video_mode=self.video_mode,
                                       video_url_scheme=self.video_url_scheme, video_settings=self.video_settings)
-        body = {**request_body(messages, params, self.model), **(extra or {})}
+        body = {**request_body(messages, params, self.model, openai_fields_only=self.openai_fields_only),
+                **(extra or {})}
         data, record = self._send("POST", "/chat/completions", body)
         usage = data.get("usage") or {}
         with self._lock:
