@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from helpers import ServerThread
+from helpers import ServerThread, assert_clean_error, cli
 
 from qwen3vl_eval.backends.native import Engine
 from qwen3vl_eval.backends.serve import Limits, create_app
@@ -212,3 +212,10 @@ def test_stream_with_a_stop_string_ends_where_the_whole_reply_does(client):
         model="tiny", messages=messages, max_tokens=16, temperature=0, stop=[stop], stream=True) if c.choices)
     assert streamed == whole.choices[0].message.content and stop not in streamed
     assert whole.choices[0].finish_reason == "stop"
+
+
+def test_serve_command_checks_its_media_defaults_and_choice_cap(tiny_ckpt: Path):
+    serve = ("serve", "--model", str(tiny_ckpt), "--port", "0")
+    assert_clean_error(cli(*serve, "--mm-processor-kwargs", "{bad"), "--mm-processor-kwargs")
+    assert_clean_error(cli(*serve, "--mm-processor-kwargs", '{"size": 3}'), "--mm-processor-kwargs: unknown key 'size'")
+    assert_clean_error(cli(*serve, "--max-n", "0"), "--max-n")

@@ -53,6 +53,7 @@ def serve(
     max_tokens: int = typer.Option(None, "--max-tokens", help="max_tokens cap (default: the context the "
                                    "prompt leaves)"),
     max_queue: int = typer.Option(64, "--max-queue", help="requests waiting at most (429 above)"),
+    max_n: int = typer.Option(16, "--max-n", help="choices per request (n; completions: prompts x n)"),
     mm_processor_kwargs: str = typer.Option(None, "--mm-processor-kwargs", help="JSON object of media options "
                                             "every image/video takes unless the request sets its own, as vLLM's "
                                             "(e.g. '{\"max_pixels\": 50176, \"fps\": 2}')"),
@@ -74,7 +75,8 @@ def serve(
     if not 0 <= port <= 65535:
         raise InputError(f"--port {port}: must be in 0..65535")
     positive = {"--max-images": max_images, "--max-videos": max_videos, "--max-pixels-per-request": max_pixels,
-                "--max-queue": max_queue, "--max-body-mb": max_body_mb, "--remote-media-max-mb": remote_media_mb,
+                "--max-queue": max_queue, "--max-n": max_n, "--max-body-mb": max_body_mb,
+                "--remote-media-max-mb": remote_media_mb,
                 "--remote-media-timeout": remote_media_timeout, "--max-tokens": max_tokens or 1}
     for flag, value in positive.items():
         if not 0 < value < 2**53:
@@ -86,11 +88,16 @@ def serve(
         from qwen3vl_eval.backends.serve_request import mm_processor_kwargs as check_mm
         from qwen3vl_eval.jsonio import loads
 
-        mm = check_mm({"mm_processor_kwargs": loads(mm_processor_kwargs.encode(), "--mm-processor-kwargs")})
+        given = loads(mm_processor_kwargs.encode(), "--mm-processor-kwargs")
+        try:
+            mm = check_mm({"mm_processor_kwargs": given})
+        except InputError as e:  # named as the request field: name the flag
+            raise InputError("--mm-processor-kwargs" + str(e).removeprefix("mm_processor_kwargs")) from None
     media = MediaPolicy(allowed_root=allowed_media_root, allow_remote=allow_remote_media,
                         max_bytes=int(remote_media_mb * (1 << 20)), timeout_s=remote_media_timeout)
     limits = Limits(max_body_bytes=int(max_body_mb * (1 << 20)), max_images=max_images, max_videos=max_videos,
-                    max_pixels=max_pixels, max_tokens=max_tokens, max_queue=max_queue)
+                    max_pixels=max_pixels, max_tokens=max_tokens, max_queue=max_queue,
+                    max_n=max_n)
     if not _is_loopback(host) and api_key is None:
         print(f"warning: listening on {host} without --api-key-env; anyone who can reach it can use the model",
               file=sys.stderr)
