@@ -111,6 +111,39 @@ def _split_files(root: Path, split: str, config: str | None) -> list[Path]:
     return hits
 
 
+def _config_files(root: Path, split: str, configs: list[str]) -> list[Path]:
+    """Files of every config of a multi-config task (`DataSpec.configs`), in config order: each config's split
+    files under a folder named after it (the Hub's parquet layout `<config>/<split>/...`), else one file named
+    after it (MVBench's `json/<config>.json`). [] when none is there; TaskError naming the configs missing when
+    only some are."""
+    found: dict[str, list[Path]] = {}
+    split_files = _split_files(root, split, None)
+    for c in configs:
+        files = [p for p in split_files if c in p.relative_to(root).parts[:-1]]
+        found[c] = files or [p for p in sorted(root.rglob(f"{c}.*")) if p.is_file()
+                             and p.suffix in (".json", ".jsonl", ".parquet", ".arrow")]
+    missing = [c for c, files in found.items() if not files]
+    if missing and len(missing) < len(configs):
+        raise TaskError(f"{root}: no data files for config(s) {', '.join(missing)} (split {split!r})")
+    return [] if missing else [f for c in configs for f in found[c]]
+
+
+def read_rows(files: list[Path], spec: DataSpec) -> list[dict]:
+    """Rows of `files` (`read_files`); for a multi-config task, each file's rows tagged `_config` with the config
+    it belongs to (named by its file or a folder above it)."""
+    if not spec.configs:
+        return read_files(files)
+    rows = []
+    for f in files:
+        names = [f.name.split(".")[0], *reversed(f.parent.parts)]  # its own name first, then the nearest folder
+        config = next((n for n in names if n in spec.configs), None)
+        if config is None:
+            raise TaskError(f"{f}: not a file of any of the task's configs (name it <config>.json or pass the "
+                            "dataset folder)")
+        rows.extend({**r, "_config": config} for r in read_files([f]))
+    return rows
+
+
 def _save_to_disk_files(root: Path, split: str) -> list[Path] | None:
     if (root / "dataset_dict.json").is_file():
         sub = root / split
@@ -127,16 +160,22 @@ def _save_to_disk_files(root: Path, split: str) -> list[Path] | None:
 def read_local(path: Path, spec: DataSpec) -> tuple[list[dict], Path, list[Path]]:
     """Rows from a local file or folder; returns (rows, folder media paths resolve against, files read)."""
     if path.is_file():
-        return read_files([path]), path.parent, [path]
+        return read_rows([path], spec), path.parent, [path]
     if not path.is_dir():
         raise TaskError(f"--data {path}: no such file or folder")
     files = _save_to_disk_files(path, spec.split)
     if files is None:
-        files = _split_files(path, spec.split, spec.name)
+        files = _data_files(path, spec)
     if not files:
         raise TaskError(f"--data {path}: no parquet/arrow/jsonl files for split {spec.split!r}"
-                        + (f" (config {spec.name})" if spec.name else ""))
-    return read_files(files), path, files
+                        + (f" (config {spec.name})" if spec.name else "")
+                        + (f" (configs {', '.join(spec.configs)})" if spec.configs else ""))
+    return read_rows(files, spec), path, files
+
+
+def _data_files(root: Path, spec: DataSpec) -> list[Path]:
+    return _config_files(root, spec.split, spec.configs) if spec.configs else _split_files(root, spec.split,
+                                                                                           spec.name)
 
 
 # ---------------------------------------------------------------- finding data without --data
@@ -228,11 +267,11 @@ def find_local(spec: DataSpec, task: str = "") -> tuple[list[Path], Path, dict] 
     hub snapshot's commit, or the datasets-cache files' sha256 (that cache keeps no commit)."""
     snap = hub_snapshot(spec, task)
     if snap is not None:
-        files = _split_files(snap, spec.split, spec.name)
+        files = _data_files(snap, spec)
         if files:
             return files, snap, {"kind": "hf-snapshot", "repo": spec.path, "revision": spec.revision,
                                  "commit": snap.name, "files": [str(f.relative_to(snap)) for f in files]}
-    if is_commit(spec.revision):  # the datasets cache cannot say which commit it holds
+    if is_commit(spec.revision) or spec.configs:  # that cache keeps no commit, and one folder per config
         return None
     files = datasets_cache_files(spec)
     if files:
@@ -280,7 +319,7 @@ def load_rows(spec: TaskSpec, data: str | None = None) -> Rows:
     if found is None:
         raise missing_data_error(spec.task, dspec)
     files, base, prov = found
-    return Rows(read_files(files), base, f"{dspec.describe()} ({base})", prov)
+    return Rows(read_rows(files, dspec), base, f"{dspec.describe()} ({base})", prov)
 
 
 def load_samples(spec: TaskSpec, data: str | None = None, media_root: str | Path | None = None) -> list[Sample]:
