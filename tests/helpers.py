@@ -193,7 +193,8 @@ def score(task: str, preds: Path, out: Path) -> dict:
 # headline (reference-exact) scorers take the same oracle replies as their flexible counterparts
 _SAME_ORACLE = {"anls_lmms": "anls", "vqa_lmms": "vqa_accuracy", "relaxed_lmms": "relaxed_accuracy",
                 "accuracy_nocase": "accuracy", "mmlu_lm_eval": "accuracy", "mmmu_ref": "mmmu",
-                "box_iou_top1": "box_iou", "gsm8k_lm_eval": "gsm8k"}
+                "box_iou_top1": "box_iou", "gsm8k_lm_eval": "gsm8k", "mvbench_lmms": "accuracy",
+                "accuracy_exact": "accuracy", "accuracy_exact_by_type": "mmmu"}
 
 
 def oracle_prediction(scorer: str, target: Any) -> str:

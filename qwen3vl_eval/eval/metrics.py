@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from qwen3vl_eval.eval.parsers import _negated, parse_number
@@ -76,7 +76,7 @@ def get_metric(name: str) -> Metric:
         return METRICS[name]
     suffix = next((x for x in (FLEXIBLE, JUDGED) if name.endswith(x)), "")
     base = METRICS[name.removesuffix(suffix)] if suffix else METRICS[name]
-    return Metric(name, base.key + suffix, base.threshold, base.higher_is_better)
+    return replace(base, name=name, key=base.key + suffix)  # the same aggregation (a subclass's too)
 
 
 # ---------------------------------------------------------------- ANLS (DocVQA)

@@ -1,10 +1,10 @@
 """Named, versioned prompt templates: Sample -> chat messages (CONTRACTS section 4 format).
 
 Templates are format strings over the sample's fields: `{question}`, `{options}` (one "A. text" line per
-choice) and `{Question}` (the question capitalised, as lmms-eval does for TextVQA). Visuals come first, then
-the text, as Qwen3-VL's evaluation scripts do. Sources are listed in `harness_anchors.md` (VLMEvalKit's
-`qwen3_vl/prompt.py`, lmms-eval task YAML, the Qwen3-VL cookbooks). Bump a version whenever the text changes:
-results record each prompt's name, version and hash.
+choice), `{options_paren}` (one "(A) text" line per choice) and `{Question}` (the question capitalised, as
+lmms-eval does for TextVQA). Visuals come first, then the text, as Qwen3-VL's evaluation scripts do. Sources
+are listed in `harness_anchors.md` (VLMEvalKit's `qwen3_vl/prompt.py`, lmms-eval task YAML, the Qwen3-VL
+cookbooks). Bump a version whenever the text changes: results record each prompt's name, version and hash.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ class Prompt:
     def text(self, sample: Any) -> str:
         tpl = self.open_template if (self.open_template and not sample.choices) else self.template
         options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(sample.choices))
+        paren = "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(sample.choices))
         q = sample.question
-        return tpl.format(question=q, Question=q[:1].upper() + q[1:], options=options)
+        return tpl.format(question=q, Question=q[:1].upper() + q[1:], options=options, options_paren=paren)
 
     @property
     def hash(self) -> str:
@@ -51,6 +52,13 @@ PROMPTS: dict[str, Prompt] = {
         # lmms-eval mmmu_val_qwen: MC as above; open questions as a short answer.
         Prompt("mmmu_qwen3vl", 1, "Question: {question}\nOptions:\n{options}\nAnswer with the option letter only.",
                open_template="Question: {question}\nAnswer the question using a single word or phrase."),
+        # lmms-eval 0.7.3 video tasks, default kwargs (issue #16): mvbench, longvideobench_val_v, mlvu_dev, lvbench.
+        # MLVU's and LVBench's questions carry their options inline ("(A) ..." lines).
+        Prompt("mvbench_lmms", 1, "Question:{question}\nOption:\n{options_paren}\nOnly give the best option.\n"),
+        Prompt("longvideobench_lmms", 1,
+               "{question}\n{options}\nAnswer with the option's letter from the given choices directly.\n"),
+        Prompt("mlvu_lmms", 1, "{question}\nOnly give the best option.\nBest option: ("),
+        Prompt("lvbench_lmms", 1, "{question}\nAnswer the question with the option letter"),
         # lmms-eval timelens_* (the official Charades-STA prompt is not public).
         Prompt("tvg_timelens", 1,
                "Please find the visual event described by the sentence '{question}', determining its starting "
