@@ -159,9 +159,10 @@ def _paired(c: Comparison, row: MetricRow, b: TaskResult, k: TaskResult, *, resa
         row.ci_note = "no common sample ids"
         return
     max_abs = max(abs(v) for v in list(bs.values()) + list(ks.values()))
-    scale = infer_scale(sum(bs.values()) / len(bs), row.baseline, max_abs) if row.baseline is not None else None
-    if scale is None and row.candidate is not None:
-        scale = infer_scale(sum(ks.values()) / len(ks), row.candidate, max_abs)
+    # both runs' metrics must be the mean of their per-sample scores (not so for a macro mean such as MLVU's M-Avg)
+    scales = {infer_scale(sum(s.values()) / len(s), v, max_abs) for s, v in ((bs, row.baseline), (ks, row.candidate))
+              if v is not None}
+    scale = scales.pop() if len(scales) == 1 else None
     if scale is None:
         row.ci_note = "metric is not the mean of its per-sample scores"
         return
