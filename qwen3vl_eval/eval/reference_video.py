@@ -4,7 +4,7 @@
   option line gives X; else EvalAI punctuation, quotes and brackets stripped, lowercased, and the first standalone
   letter A-E, case-insensitive, so an article "a" reads as A; else the normalised text) and compared. The accuracy
   counts only non-empty replies (`mvbench_aggregate_results`): an empty reply is marked `unanswered` and left out
-  of `mvbench_accuracy`, per subtask and overall.
+  of `mvbench_accuracy`, per subtask and overall (`mvbench_accuracy_flexible` counts it as wrong).
 - `longvideobench_val` (`tasks/longvideobench/utils.py`): a few "The answer is" prefixes are removed and the first
   capital A-E anywhere is the choice; without one the reference draws a random letter, made here a seeded draw
   per sample id (`seeded_guess`), flagged `random_fallback` and counted.
@@ -73,14 +73,16 @@ def _mvbench_score(pred: str | None, target: str) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class AnsweredMean(Metric):
-    """100 * mean of `key` over the samples not marked `unanswered` (failed samples count 0); 0 when every
-    sample is unanswered."""
+    """100 * mean of `key` over the samples its scorer did not mark `unanswered` (failed samples count 0); 0 when
+    every sample is unanswered. Only the headline scorer marks them, so the `_flexible` reading (the same
+    aggregation on `<key>_flexible`, whose marker would be `unanswered_flexible`) counts an empty reply as wrong."""
 
     def aggregate(self, per_sample: Iterable[dict[str, float] | None]) -> float | None:
         per = list(per_sample)
         if not per:
             return None
-        vals = [self.sample_value(s) for s in per if not (s or {}).get("unanswered")]
+        marker = "unanswered_flexible" if self.key.endswith("_flexible") else "unanswered"
+        vals = [self.sample_value(s) for s in per if not (s or {}).get(marker)]
         return 100.0 * sum(vals) / len(vals) if vals else 0.0
 
 
