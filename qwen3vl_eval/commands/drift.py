@@ -4,7 +4,6 @@ stderr), 2 on bad input."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -137,11 +136,16 @@ def drift(
     report.write(out, doc)
     candidate.close()
     for name, agg in tasks.items():
-        print(f"{name}: top-1 agreement {json.dumps(agg['top1_agreement']['mean'])}, mean KL "
-              f"{json.dumps(agg['mean_kl']['mean'])}, exact replies {json.dumps(agg['exact_reply']['mean'])}, "
+        print(f"{name}: top-1 agreement {_fmt(agg['top1_agreement']['mean'], '.4f')}, mean KL "
+              f"{_fmt(agg['mean_kl']['mean'], '.3g')}, exact replies {_fmt(agg['exact_reply']['mean'], '.3f')}, "
               f"prompt mismatches {agg['prompt_token_mismatch']}, errors {agg['n_errors']}", file=sys.stderr)
     print(f"wrote {out / 'drift.json'} and {out / 'drift.md'}", file=sys.stderr)
     if failed:
         for line in failed:
             print(f"drift gate failed: {line}", file=sys.stderr)
         raise fail("drift beyond the gates", code=1)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    """A console figure: `value` in `spec`, or "-" when no sample gave one."""
+    return "-" if value is None else format(value, spec)
