@@ -21,12 +21,13 @@ Legend: B batch, H query heads, H_kv key/value heads, G = H / H_kv, S queries, D
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from qwen3vl_eval.model.kv_cache import attention_mask_4d
 
@@ -36,7 +37,14 @@ class AttentionPlan:
     kind: str  # "causal" | "rows" | "prefix" | "dense"
     pads: tuple[int, ...] = ()  # rows: left padding of each row, clipped to S
     kv_len: int = 0  # prefix: key slots read (first + S)
-    mask: Tensor | CausalBias | None = None  # prefix/dense: True = attend, [B|1, 1, S, kv]; or a causal bias
+    mask: Any = None  # prefix/dense: True = attend, [B|1, 1, S, kv]; or a torch CausalBias; or None
+
+
+def is_causal_bias(mask: Any) -> bool:
+    """Whether `mask` is torch's lower-right CausalBias. torch.nn.attention.bias is imported only when a plan
+    needs one (importing it imports torch._dynamo, seconds), so without that module there is none."""
+    bias = sys.modules.get("torch.nn.attention.bias")
+    return bias is not None and isinstance(mask, bias.CausalBias)
 
 
 def left_padding(attention_mask: Tensor | None) -> tuple[int, ...] | None:
@@ -67,7 +75,11 @@ def plan_attention(attention_mask: Tensor | None, S: int, first: int, device: to
     query_pos = torch.arange(first, kv_len, device=device)
     if pads is None or pads:  # padded rows: the padding mask over the slots actually read
         return AttentionPlan("prefix", kv_len=kv_len, mask=attention_mask_4d(attention_mask, query_pos, kv_len))
-    return AttentionPlan("prefix", kv_len=kv_len, mask=causal_lower_right(S, kv_len) if S > 1 else None)
+    if S == 1:
+        return AttentionPlan("prefix", kv_len=kv_len)
+    from torch.nn.attention.bias import causal_lower_right
+
+    return AttentionPlan("prefix", kv_len=kv_len, mask=causal_lower_right(S, kv_len))
 
 
 def last_query(plan: AttentionPlan, S: int, device: torch.device) -> AttentionPlan:
@@ -80,7 +92,7 @@ def last_query(plan: AttentionPlan, S: int, device: torch.device) -> AttentionPl
         mask[:, -1] = True  # an all-padding row still attends to something (its output is never read)
         return AttentionPlan("prefix", kv_len=S, mask=mask[:, None, None, :])
     mask = plan.mask
-    return replace(plan, mask=None if mask is None or isinstance(mask, CausalBias) else mask[:, :, -1:])
+    return replace(plan, mask=None if mask is None or is_causal_bias(mask) else mask[:, :, -1:])
 
 
 def dense_plan(attention_mask: Tensor | None, query_pos: Tensor, kv_slots: int) -> AttentionPlan:
@@ -108,7 +120,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, cached: tuple[Tensor, Tensor] | None
         k, v = k[:, :, : plan.kv_len], v[:, :, : plan.kv_len]
     B, H, S, D = q.shape
     mask = plan.mask
-    if gqa and S == 1 and not isinstance(mask, CausalBias):  # fold the G query heads of each key head
+    if gqa and S == 1 and not is_causal_bias(mask):  # fold the G query heads of each key head
         H_kv = k.shape[1]
         out = F.scaled_dot_product_attention(q.reshape(B, H_kv, H // H_kv, D), k, v, attn_mask=mask, scale=scale)
         return out.reshape(B, H, 1, D)

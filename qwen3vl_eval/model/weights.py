@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from torch import nn
 
 from qwen3vl_eval.errors import CheckpointError
 from qwen3vl_eval.jsonio import read_object
@@ -66,9 +67,34 @@ def build_model(config: Qwen3VLConfig, *, device: torch.device | str = "cpu", dt
 
 
 def meta_model(config: Qwen3VLConfig) -> Qwen3VL:
-    """The model built on the meta device: its shapes and key tree, no memory, no initialisation."""
-    with torch.device("meta"):
+    """The model built on the meta device: its shapes and key tree, no memory, no initialisation (the weights
+    come from the checkpoint or `random_state_dict`)."""
+    with torch.device("meta"), skip_init():
         return Qwen3VL(config)
+
+
+# The torch modules the model is built from whose constructors run an initialiser. On the meta device the
+# initialisers do nothing useful, yet the first `normal_` there imports torch._dynamo (about 3.5 s).
+_INITIALISED = (nn.Linear, nn.Embedding, nn.LayerNorm)
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Modules constructed inside leave their parameters as allocated (`reset_parameters` is a no-op). Meant for
+    the meta device; it swaps a class attribute, so it holds process-wide while it runs (models are built on one
+    thread)."""
+    saved = [cls.__dict__["reset_parameters"] for cls in _INITIALISED]
+    try:
+        for cls in _INITIALISED:
+            cls.reset_parameters = _no_init  # type: ignore[method-assign]
+        yield
+    finally:
+        for cls, fn in zip(_INITIALISED, saved):
+            cls.reset_parameters = fn  # type: ignore[method-assign]
+
+
+def _no_init(self: nn.Module) -> None:
+    return None
 
 
 def checkpoint_shapes(model: Qwen3VL | Qwen3VLConfig) -> dict[str, tuple[int, ...]]:
