@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import tempfile
 import time
@@ -11,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from qwen3vl_eval.backends import require_transformers
 from qwen3vl_eval.checkpoints.hub import TINY_NAMES
 from qwen3vl_eval.commands import handle_errors, resolve_target
 from qwen3vl_eval.commands import options as opt
@@ -56,24 +56,26 @@ def bench(
 
     Exit 1 when any configuration failed (its row carries the error), 2 on bad input.
     """
+    from qwen3vl_eval.model.config import Qwen3VLConfig
+
+    if (model is None) == (preset is None):
+        raise InputError("give exactly one of --model DIR|ID and --preset NAME")
+    preset_config = Qwen3VLConfig.from_name(preset) if preset is not None else None  # a bad name fails here
+    if baseline not in (None, "hf"):
+        raise InputError(f"--baseline {baseline!r}: only 'hf' is supported")
+    if baseline == "hf":
+        require_transformers("--baseline hf")
+    if new_tokens < 1 or warmup < 0 or repeats < 1:
+        raise InputError("--new-tokens and --repeats must be >= 1, --warmup >= 0")
     from qwen3vl_eval.bench import inputs as bi
     from qwen3vl_eval.bench.measure import bench as run_bench
     from qwen3vl_eval.bench.models import hf_factory, native_factory, preset_folder
     from qwen3vl_eval.bench.report import write_outputs
     from qwen3vl_eval.bench.rooflines import device_peak
-    from qwen3vl_eval.model.config import Qwen3VLConfig
     from qwen3vl_eval.processor import Processor
     from qwen3vl_eval.report.files import write_json
     from qwen3vl_eval.runtime.provenance import device_name
 
-    if (model is None) == (preset is None):
-        raise InputError("give exactly one of --model DIR|ID and --preset NAME")
-    if baseline not in (None, "hf"):
-        raise InputError(f"--baseline {baseline!r}: only 'hf' is supported")
-    if baseline == "hf" and importlib.util.find_spec("transformers") is None:
-        raise InputError("--baseline hf needs transformers (pip install -e '.[golden]')")
-    if new_tokens < 1 or warmup < 0 or repeats < 1:
-        raise InputError("--new-tokens and --repeats must be >= 1, --warmup >= 0")
     target = resolve_target(model, device, dtype)
     dev, dt = target.device, target.dtype
     if fast and dev.type != "cuda":
@@ -98,7 +100,7 @@ def bench(
             folder, name = target.path, str(model)
         else:
             assert preset is not None
-            folder = preset_folder(Qwen3VLConfig.from_name(preset), Path(tmp) / "preset")
+            folder = preset_folder(preset_config, Path(tmp) / "preset")
             name = f"Qwen3-VL-{preset.split('/')[-1].removeprefix('Qwen3-VL-')} (random weights)"
         config = Qwen3VLConfig.from_file(folder / "config.json")
         random_weights = target.path is None

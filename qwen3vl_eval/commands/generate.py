@@ -31,11 +31,12 @@ def main(
     dtype: opt.Dtype = "auto",
 ) -> None:
     """Print the reply to each conversation (streamed for a single one), or JSON lines with --json."""
-    from qwen3vl_eval.backends.native import Engine
     from qwen3vl_eval.processor.messages import as_batch
 
-    conversations = read_messages(messages)
+    conversations = read_messages(messages)  # a bad file fails before torch is imported
     target = resolve_target(model, device, dtype)
+    from qwen3vl_eval.backends.native import Engine
+
     engine = Engine(target.path, device=target.device, dtype=target.dtype, video_prompt=video_prompt,
                     model_name=target.name)
     params = engine.params(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,

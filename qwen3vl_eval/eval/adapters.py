@@ -17,7 +17,6 @@ from typing import Any
 from qwen3vl_eval.errors import ProcessorError, TaskError
 from qwen3vl_eval.eval.media import LazyCell, image_source
 from qwen3vl_eval.eval.parsers import LETTERS
-from qwen3vl_eval.processor.image import image_size
 from qwen3vl_eval.processor.media import find_confined
 
 
@@ -176,6 +175,8 @@ def _charades(rows: Rows, ctx: Context) -> Iterator[Sample]:
 
 @adapter("refcoco")
 def _refcoco(rows: Rows, ctx: Context) -> Iterator[Sample]:
+    from qwen3vl_eval.processor.image import image_size  # imports torch: only once rows are read
+
     for r in rows.rows:
         try:  # boxes are scored in the image's pixels
             w, h = image_size(image_source(r["image"], ctx.roots))  # as the processor will decode it

@@ -11,6 +11,7 @@ Without those variables (or with WORLD_SIZE=1) everything here is a no-op and a 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -93,12 +94,10 @@ SINGLE = Dist()
 
 
 def shutdown() -> None:
-    """Leave the process group if this process joined one (safe to call in any case)."""
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover
-        return
-    if dist.is_available() and dist.is_initialized():
+    """Leave the process group if this process joined one (safe to call in any case; imports nothing when torch
+    was never loaded, so an early usage error stays quick)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qwen3vl_eval.processor.image import decode_image
 from qwen3vl_eval.processor.media import Source, resolve_source
 
 
@@ -39,6 +38,8 @@ def image_source(ref: Any, roots: tuple[Path, ...] = ()) -> Source:
 def checked_image(ref: Any, roots: tuple[Path, ...]) -> Source:
     """`image_source`, decoded (once; the processor reuses it): a broken image or a decompression bomb is a
     ProcessorError here, before the sample reaches a backend."""
+    from qwen3vl_eval.processor.image import decode_image  # imports torch: only once media are checked
+
     source = image_source(ref, roots)
     decode_image(source)
     return source

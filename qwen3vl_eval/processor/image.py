@@ -7,15 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
-import math
-import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Any, Self
+from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
@@ -23,14 +18,13 @@ import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
-from qwen3vl_eval.errors import CheckpointError, ProcessorError
+from qwen3vl_eval.errors import ProcessorError
 from qwen3vl_eval.processor.media import Source
-from qwen3vl_eval.processor.messages import check_options
+from qwen3vl_eval.processor.resize import MAX_ASPECT_RATIO, smart_resize  # noqa: F401 (re-exported)
+from qwen3vl_eval.processor.settings import BICUBIC, ImageSettings, MediaSettings  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-MAX_ASPECT_RATIO = 200
-BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the only resample Qwen3-VL checkpoints use
 
 
 def max_image_pixels() -> int | None:
@@ -40,119 +34,6 @@ def max_image_pixels() -> int | None:
     here; None only when the caller switched it off."""
     limit = PIL.Image.MAX_IMAGE_PIXELS
     return None if limit is None else 2 * int(limit)
-
-
-@dataclass(frozen=True)
-class MediaSettings:
-    """What image and video settings share: patching, rescale and normalisation (transformers' key names)."""
-
-    kind = "image"  # the messages item kind whose per-item options apply (class attributes, not fields)
-    config_name = "preprocessor_config.json"  # the checkpoint file they are read from
-    patch_size: int = 16
-    temporal_patch_size: int = 2
-    merge_size: int = 2
-    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
-    rescale_factor: float = 1 / 255
-    do_resize: bool = True
-    do_rescale: bool = True
-    do_normalize: bool = True
-
-    @classmethod
-    def from_folder(cls, folder: str | os.PathLike) -> Self:
-        """Settings from a checkpoint folder's `config_name` file, the defaults when it has none;
-        CheckpointError for a file that cannot be read as a JSON object."""
-        path = Path(folder) / cls.config_name
-        if not path.is_file():
-            return cls.from_config({})  # type: ignore[attr-defined]
-        try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: {e}") from None
-        if not isinstance(cfg, dict):
-            raise CheckpointError(f"{path}: expected a JSON object")
-        return cls.from_config(cfg)  # type: ignore[attr-defined]
-
-    def with_overrides(self, **options: Any) -> Self:
-        """A copy with an item's options (None keeps the setting) applied, checked by
-        `messages.check_options` (ProcessorError naming the option)."""
-        given = check_options(self.kind, {k: v for k, v in options.items() if v is not None})
-        return replace(self, **given) if given else self
-
-    @property
-    def factor(self) -> int:
-        """Side lengths are multiples of this (patch_size * merge_size)."""
-        return self.patch_size * self.merge_size
-
-    def key(self) -> str:
-        """A stable string of every setting, for content hashes."""
-        return json.dumps(asdict(self), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class ImageSettings(MediaSettings):
-    """Image processor settings, read from `preprocessor_config.json`; per-item options: min_pixels, max_pixels."""
-
-    min_pixels: int = 65536
-    max_pixels: int = 16777216
-    do_convert_rgb: bool = True
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> ImageSettings:
-        """Settings from a preprocessor config dict; `size.shortest_edge/longest_edge` are the pixel bounds
-        (legacy `min_pixels`/`max_pixels` keys override them, as in transformers)."""
-        d = cls()
-        size = cfg.get("size") or {}
-        resample = cfg.get("resample", BICUBIC)
-        if resample not in (BICUBIC, None):
-            raise ProcessorError(f"resample={resample} is not supported (Qwen3-VL uses 3, bicubic)")
-        return cls(
-            patch_size=int(cfg.get("patch_size", d.patch_size)),
-            temporal_patch_size=int(cfg.get("temporal_patch_size", d.temporal_patch_size)),
-            merge_size=int(cfg.get("merge_size", d.merge_size)),
-            min_pixels=int(cfg.get("min_pixels") or size.get("shortest_edge") or size.get("min_pixels")
-                           or d.min_pixels),
-            max_pixels=int(cfg.get("max_pixels") or size.get("longest_edge") or size.get("max_pixels")
-                           or d.max_pixels),
-            image_mean=_triple(cfg.get("image_mean", d.image_mean)),
-            image_std=_triple(cfg.get("image_std", d.image_std)),
-            rescale_factor=float(cfg.get("rescale_factor", d.rescale_factor)),
-            do_resize=bool(cfg.get("do_resize", True)),
-            do_rescale=bool(cfg.get("do_rescale", True)),
-            do_normalize=bool(cfg.get("do_normalize", True)),
-            do_convert_rgb=bool(cfg.get("do_convert_rgb", True)),
-        )
-
-
-
-def _triple(v: Any) -> tuple[float, ...]:
-    return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else (float(v),) * 3
-
-
-def smart_resize(height: int, width: int, factor: int = 32, min_pixels: float = 65536,
-                 max_pixels: float = 16777216, *, qwen_vl_utils: bool = False) -> tuple[int, int]:
-    """Target (height, width): multiples of `factor`, area within [min_pixels, max_pixels], aspect kept as
-    far as possible. Python `round` (half to even), as transformers. ValueError beyond aspect ratio 200.
-    `qwen_vl_utils=True` rounds as qwen-vl-utils 0.0.14 does: each side at least `factor` before the bounds
-    are checked, none after shrinking (a side that shrinks to 0 is a ValueError)."""
-    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.1f} is over "
-                         f"{MAX_ASPECT_RATIO}")
-    floor = factor if qwen_vl_utils else 0  # the smallest side before the bounds
-    h_bar = max(floor, round(height / factor) * factor)
-    w_bar = max(floor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        least = 0 if qwen_vl_utils else factor  # the smallest side after shrinking
-        h_bar = max(least, math.floor(height / beta / factor) * factor)
-        w_bar = max(least, math.floor(width / beta / factor) * factor)
-        if not h_bar or not w_bar:
-            raise ValueError(f"{width}x{height} shrinks to a side of 0 within {max_pixels:g} pixels")
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
 
 
 # ------------------------------------------------------------------------------------------------ decoding

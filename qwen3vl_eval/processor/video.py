@@ -11,105 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 import av
 import numpy as np
 import torch
 
 from qwen3vl_eval.errors import ProcessorError
-from qwen3vl_eval.processor.image import (
-    BICUBIC,
-    MAX_ASPECT_RATIO,
-    ImageSettings,
-    MediaSettings,
-    normalize,
-    patchify,
-    resize_bicubic,
-)
+from qwen3vl_eval.processor.image import normalize, patchify, resize_bicubic
 from qwen3vl_eval.processor.media import Source
-from qwen3vl_eval.processor.messages import MAX_VIDEO_PIXEL_BUDGET
-from qwen3vl_eval.processor.video_budget import VideoBudget
+from qwen3vl_eval.processor.resize import MAX_ASPECT_RATIO
+from qwen3vl_eval.processor.settings import CONFIG_KEYS, ImageSettings, VideoSettings  # noqa: F401 (re-exported)
 
 DEFAULT_FPS = 24.0  # assumed native rate when a file does not say (as transformers)
-CONFIG_KEYS = ("fps", "min_frames", "max_frames", "size")  # what an item's `video_processor` may replace
-
-
-@dataclass(frozen=True)
-class VideoSettings(MediaSettings):
-    """Video processor settings, read from `video_preprocessor_config.json` (transformers' key names).
-    `min_pixels`/`max_pixels` bound the whole sampled clip (frames x height x width), as in transformers;
-    `budget` holds an item's own keys (per frame, qwen-vl-utils' units), which replace those rules."""
-
-    kind = "video"
-    config_name = "video_preprocessor_config.json"
-    min_pixels: int = 4096
-    max_pixels: int = 25165824
-    fps: float = 2.0
-    min_frames: int = 4
-    max_frames: int = 768
-    cap_pixels_per_frame: bool = False
-    max_video_tokens: int = 768
-    budget: VideoBudget | None = None
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> VideoSettings:
-        """Settings from a video preprocessor config dict."""
-        d = cls()
-        size = cfg.get("size") or {}
-        if cfg.get("resample", BICUBIC) not in (BICUBIC, None):
-            raise ProcessorError(f"resample={cfg.get('resample')} is not supported (Qwen3-VL uses bicubic)")
-        norm = ImageSettings.from_config({k: v for k, v in cfg.items() if k != "size"})
-        return cls(
-            patch_size=int(cfg.get("patch_size", d.patch_size)),
-            temporal_patch_size=int(cfg.get("temporal_patch_size", d.temporal_patch_size)),
-            merge_size=int(cfg.get("merge_size", d.merge_size)),
-            min_pixels=int(size.get("shortest_edge") or d.min_pixels),
-            max_pixels=int(size.get("longest_edge") or d.max_pixels),
-            fps=float(cfg.get("fps") or d.fps),
-            min_frames=int(cfg.get("min_frames", d.min_frames)),
-            max_frames=int(cfg.get("max_frames", d.max_frames)),
-            cap_pixels_per_frame=bool(cfg.get("cap_pixels_per_frame") or False),
-            max_video_tokens=int(cfg.get("max_video_tokens", d.max_video_tokens)),
-            image_mean=norm.image_mean, image_std=norm.image_std, rescale_factor=norm.rescale_factor,
-            do_resize=bool(cfg.get("do_resize", True)), do_rescale=norm.do_rescale,
-            do_normalize=norm.do_normalize,
-        )
-
-    def with_overrides(self, video_processor: dict | None = None, **overrides: Any) -> VideoSettings:
-        """A copy for one item: `video_processor` replaces fields of the checkpoint's video preprocessor config
-        with transformers' meanings (`fps`, `min_frames`, `max_frames`, `size` = whole-clip pixel bounds), then
-        the item's budget keys (`video_budget.KEYS`, qwen-vl-utils' meanings) replace those rules. The same
-        settings when it gives neither. ProcessorError naming the key for a bad value."""
-        out = self if not video_processor else self.with_config(video_processor)
-        budget = VideoBudget.from_options(overrides)
-        return out if budget is None else replace(out, budget=budget)
-
-    def with_config(self, cfg: Any) -> VideoSettings:
-        """A copy with some `video_preprocessor_config.json` fields replaced (transformers' meanings): fps in
-        (0, 1000], min_frames >= 0 and max_frames >= 1 integers, size.shortest_edge/longest_edge whole-clip pixel
-        bounds in (0, MAX_VIDEO_PIXEL_BUDGET]."""
-        if not isinstance(cfg, dict) or set(cfg) - set(CONFIG_KEYS):
-            raise ProcessorError(f"video_processor must be a mapping of {', '.join(CONFIG_KEYS)}, got {cfg!r}")
-        size = cfg.get("size") or {}
-        if not isinstance(size, dict) or set(size) - {"shortest_edge", "longest_edge"}:
-            raise ProcessorError(f"video_processor.size takes shortest_edge and longest_edge, got {size!r}")
-        frames = VideoBudget.from_options({k: cfg[k] for k in ("fps", "min_frames", "max_frames") if k in cfg})
-        for k, v in size.items():
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_VIDEO_PIXEL_BUDGET:
-                raise ProcessorError(f"video_processor.size.{k} must be an integer in (0, {MAX_VIDEO_PIXEL_BUDGET}]"
-                                     f", got {v!r}")
-        return replace(self, **(frames.as_dict() if frames else {}),
-                       min_pixels=size.get("shortest_edge", self.min_pixels),
-                       max_pixels=size.get("longest_edge", self.max_pixels))
-
-    def normalization(self) -> ImageSettings:
-        """The rescale/normalise part, in the form the image code takes."""
-        return ImageSettings(image_mean=self.image_mean, image_std=self.image_std,
-                             rescale_factor=self.rescale_factor, do_rescale=self.do_rescale,
-                             do_normalize=self.do_normalize)
 
 
 def sample_indices(total_frames: int, native_fps: float | None, settings: VideoSettings) -> np.ndarray:

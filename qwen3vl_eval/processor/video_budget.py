@@ -22,8 +22,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from qwen3vl_eval.errors import ProcessorError
-from qwen3vl_eval.processor.image import smart_resize
 from qwen3vl_eval.processor.messages import INT_KEYS, VIDEO_BUDGET_KEYS, check_options
+from qwen3vl_eval.processor.resize import smart_resize
 
 FRAME_FACTOR = 2
 FPS = 2.0
