@@ -1,12 +1,14 @@
 """Resolve `--model` values: a local checkpoint folder, or a Hub id found in the local Hugging Face cache.
 
 No network access is attempted: a Hub id that is not cached is a clear error that says where we looked and how
-to fetch it (`huggingface-cli download ID`).
+to fetch it (`huggingface-cli download ID [--revision REV]`). `org/name@REV` takes a branch, a tag, a commit hash
+or a unique short hash, resolved as in huggingface_hub's cache layout (`refs/<REV>`, `snapshots/<hash>`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from qwen3vl_eval.errors import CheckpointError
@@ -64,20 +66,37 @@ def resolve_model(name: str | os.PathLike, revision: str | None = None) -> Path:
     text = str(name)
     if "@" in text and revision is None:
         text, revision = text.rsplit("@", 1)
-    if text.count("/") != 1 or text.startswith((".", "/")) or path.suffix:
+    if not _HUB_ID.fullmatch(text) or text.lower().endswith(_FILE_ENDINGS):
         raise CheckpointError(f"{name}: no such checkpoint folder, and not a Hub id of the form org/name")
-    cache = hub_cache_dir()
-    repo = cache / ("models--" + text.replace("/", "--"))
+    repo = hub_cache_dir() / ("models--" + text.replace("/", "--"))
     rev = revision or "main"
-    snapshot = None
-    if (repo / "refs" / rev).is_file():
-        snapshot = repo / "snapshots" / (repo / "refs" / rev).read_text().strip()
-    elif (repo / "snapshots" / rev).is_dir():  # a commit hash
-        snapshot = repo / "snapshots" / rev
+    snapshot = cached_snapshot(repo, rev)
     if snapshot is None or not (snapshot / "config.json").is_file():
+        pin = f" --revision {rev}" if revision else ""
         raise CheckpointError(
             f"{text}: not in the local Hugging Face cache ({repo}, revision {rev}); this machine cannot download "
-            f"it. Fetch it where there is network with `huggingface-cli download {text}` and point HF_HOME or "
+            f"it. Fetch it where there is network with `huggingface-cli download {text}{pin}` and point HF_HOME or "
             f"HF_HUB_CACHE at that cache, or pass a local folder"
         )
     return snapshot
+
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+_FILE_ENDINGS = (".json", ".jsonl", ".safetensors", ".bin", ".pt", ".pth", ".gguf", ".yaml", ".yml", ".txt")
+
+
+def cached_snapshot(repo: Path, revision: str) -> Path | None:
+    """A repo's snapshot folder in the huggingface_hub cache layout: `refs/<revision>` (a branch or tag, e.g.
+    main or v1.0) names the commit; else a full commit hash, or a hex prefix of one that only one snapshot
+    has (as `git` resolves a short hash). None when nothing matches; CheckpointError when a prefix is ambiguous."""
+    ref = repo / "refs" / revision
+    if ".." not in Path(revision).parts and ref.is_file():
+        return repo / "snapshots" / ref.read_text(encoding="utf-8").strip()
+    snapshots = repo / "snapshots"
+    if not re.fullmatch(r"[0-9a-f]{4,40}", revision) or not snapshots.is_dir():
+        return None
+    found = sorted(p for p in snapshots.iterdir() if p.name.startswith(revision))
+    if len(found) > 1:
+        raise CheckpointError(f"{repo.name}@{revision}: the short hash matches {len(found)} cached snapshots "
+                              f"({', '.join(p.name[:12] for p in found)}); give more of it")
+    return found[0] if found else None
