@@ -19,6 +19,16 @@ from typing import Any
 from qwen3vl_eval.errors import InputError
 
 BACKENDS = ("native", "hf", "openai")
+# The one install hint for transformers (the hf backend, bench --baseline hf, golden cases).
+GOLDEN_HINT = "needs transformers, the golden extra: in the clone, .venv/bin/python -m pip install -e '.[golden]'"
+
+
+def require_transformers(what: str) -> None:
+    """InputError `<what> needs transformers ...` (exit 2) unless transformers can be imported; does not import it."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        raise InputError(f"{what} {GOLDEN_HINT}")
 
 
 def _native() -> Callable[..., Any]:
@@ -68,4 +78,4 @@ def make_backend(name: str, **options: Any) -> Any:
     return cls(**options)
 
 
-__all__ = ["BACKENDS", "make_backend"]
+__all__ = ["BACKENDS", "GOLDEN_HINT", "make_backend", "require_transformers"]

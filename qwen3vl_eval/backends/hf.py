@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from qwen3vl_eval.backends import GOLDEN_HINT
 from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.backends.native import model_info
 from qwen3vl_eval.checkpoints.hub import resolve_model
@@ -34,8 +35,6 @@ from qwen3vl_eval.processor.messages import MediaItem, as_batch, media_items, wa
 from qwen3vl_eval.processor.video import VideoSettings, decode_clip
 from qwen3vl_eval.runtime.device import resolve_device, resolve_dtype
 from qwen3vl_eval.runtime.timing import Timings, free, synchronize
-
-GOLDEN_HINT = "the hf backend needs the golden extra: pip install 'qwen3vl-eval[golden]'"
 
 
 class HFBackend:
@@ -65,7 +64,7 @@ class HFBackend:
             import transformers
             from transformers import AutoProcessor
         except ImportError:
-            raise InputError(GOLDEN_HINT) from None
+            raise InputError(f"the hf backend {GOLDEN_HINT}") from None
         self.path, self.name = path, name
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)

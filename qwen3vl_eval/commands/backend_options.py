@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qwen3vl_eval.backends import BACKENDS
+from qwen3vl_eval.backends import BACKENDS, require_transformers
 from qwen3vl_eval.commands import resolve_target
 from qwen3vl_eval.errors import InputError
 
@@ -31,7 +31,8 @@ def backend_options(backend: str, **given: Any) -> dict[str, Any]:
         if openai_given:
             flags = ", ".join(_OPENAI_KEYS[k] for k in openai_given)
             raise InputError(f"{flags}: only with --backend openai (the {backend} backend runs the model here)")
-        # (hf: transformers always writes its >= 5 video prompt; its model_info records that)
+        if backend == "hf":  # (transformers always writes its >= 5 video prompt; its model_info records that)
+            require_transformers("--backend hf")
         return {k: given[k] for k in ("model", "device", "dtype", "video_prompt")}
     if not given.get("base_url"):
         raise InputError("--backend openai needs --base-url (the server, e.g. http://127.0.0.1:8000/v1)")
@@ -57,6 +58,20 @@ def backend_options(backend: str, **given: Any) -> dict[str, Any]:
 
 _OPENAI_KEYS = dict(zip(("base_url", "api_key_env", "served_model_name", "concurrency", "timeout", "retries",
                          "video_mode", "video_url_scheme"), OPENAI_OPTIONS))
+
+
+def missing_model(model: str) -> list[str]:
+    """[the reason] when `model` names no checkpoint available here, else [] (a tiny name is always available;
+    it is built on first use). Checked before any data or torch loads, so `run` reports it with the data."""
+    from qwen3vl_eval.checkpoints.hub import TINY_NAMES, resolve_model
+
+    if model in TINY_NAMES:
+        return []
+    try:
+        resolve_model(model)
+    except InputError as e:
+        return [str(e)]
+    return []
 
 
 def _local_checkpoint(model: str) -> Path | None:

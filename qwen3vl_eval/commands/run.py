@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from qwen3vl_eval.commands import fail, handle_errors, resolve_target
 from qwen3vl_eval.commands import options as opt
 from qwen3vl_eval.commands.backend_options import backend_options as check_backend_options
-from qwen3vl_eval.commands.backend_options import recorded_options
+from qwen3vl_eval.commands.backend_options import missing_model, recorded_options
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.eval import distributed
 from qwen3vl_eval.eval.rundir import RunLock, output_errors
@@ -190,14 +190,21 @@ def run(
     if backend != "openai":  # a server holds the openai backend's devices
         device = backend_options["device"] = ctx.device(device)
 
-    loaded = []
+    loaded, problems = [], [] if backend == "openai" else missing_model(model)
     for spec in specs:  # all data first, so a missing dataset fails before the model loads
-        samples, provenance = load_task_data(spec, data, media_root)
+        try:
+            samples, provenance = load_task_data(spec, data, media_root)
+        except InputError as e:
+            problems.append(str(e))
+            continue
         samples = samples[:limit] if limit else samples
         if samples and all(s.error for s in samples):
-            raise InputError(f"{spec.task}: no sample has its media, e.g. {samples[0].error}")
+            problems.append(f"{spec.task}: no sample has its media, e.g. {samples[0].error}")
         provenance = {**provenance, "n_rows": len(samples), "rows_sha256": samples_sha256(samples)}
         loaded.append((spec, samples, provenance))
+    if problems:  # every missing dataset and a missing model, in one message
+        raise InputError(problems[0] if len(problems) == 1 else
+                         f"{len(problems)} problems: " + " | ".join(f"({i}) {p}" for i, p in enumerate(problems, 1)))
 
     from qwen3vl_eval.backends import make_backend
 
