@@ -44,6 +44,27 @@ def resolve_target(model: str | None, device: str = "auto", dtype: str = "auto")
     return Target(None if model is None else str(model), path, dev, resolve_dtype(dtype, dev))
 
 
+def task_registry(include_path: list[Path] | None = None) -> dict:
+    """The tasks under tasks/ plus those in each `--include-path` folder (YAML files checked as tasks/ is, with
+    `include:` relative to their own file); a folder that is missing, or a task name defined twice, is an
+    InputError naming it."""
+    from qwen3vl_eval.eval.task import load_registry
+
+    registry = load_registry()
+    for folder in include_path or []:
+        if not Path(folder).is_dir():
+            raise InputError(f"--include-path {folder}: no such folder")
+        extra = load_registry(Path(folder))
+        if not extra:
+            raise InputError(f"--include-path {folder}: no task YAML files in it")
+        for name, spec in extra.items():
+            if name in registry:
+                raise InputError(f"--include-path {folder}: task {name!r} in {spec.source_file} is already defined "
+                                 f"in {registry[name].source_file}")
+        registry.update(extra)
+    return registry
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` on stderr and return the Exit to raise."""
     print(f"error: {message}", file=sys.stderr)

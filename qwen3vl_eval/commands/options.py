@@ -34,7 +34,12 @@ MediaRoot = Annotated[Path, typer.Option(
 Limit = Annotated[int, typer.Option(
     "--limit", help="First N samples of each task: for testing only, not a benchmark score.")]
 RunOutput = Annotated[Path, typer.Option(
-    "--output", help="Run folder (default reports/runs/<timestamp>-<model>/), a subfolder per task.")]
+    "--output", help="Run folder, a subfolder per task (default reports/runs/<timestamp>-<model>/).")]
+
+ModelArgs = Annotated[str, typer.Option(
+    "--model-args", help="lm-eval style key=value,... onto these options, e.g. dtype=bfloat16,max_pixels=802816.")]
+IncludePath = Annotated[list[Path], typer.Option(
+    "--include-path", help="A folder of your own task YAML files, besides tasks/ (repeatable).")]
 
 # generation (run, generate)
 MaxNewTokens = Annotated[int, typer.Option(

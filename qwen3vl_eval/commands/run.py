@@ -26,10 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from qwen3vl_eval.commands import fail, handle_errors, resolve_target
+import typer
+
+from qwen3vl_eval.commands import fail, handle_errors, resolve_target, task_registry
 from qwen3vl_eval.commands import options as opt
 from qwen3vl_eval.commands.backend_options import backend_options as check_backend_options
 from qwen3vl_eval.commands.backend_options import missing_model, recorded_options
+from qwen3vl_eval.commands.model_args import with_model_args
 from qwen3vl_eval.errors import InputError
 from qwen3vl_eval.eval import distributed
 from qwen3vl_eval.eval.rundir import RunLock, output_errors
@@ -102,7 +105,9 @@ def interruptible(fn: F) -> F:
 
 @handle_errors
 @interruptible
+@with_model_args
 def run(
+    command: typer.Context,
     task: opt.Task,
     model: opt.Model,
     backend: opt.Backend = "native",
@@ -112,6 +117,8 @@ def run(
     resume: opt.Resume = False,
     seeds: opt.Seeds = 1,
     # every option below defaults to None (not given)
+    model_args: opt.ModelArgs = None,
+    include_path: opt.IncludePath = None,
     limit: opt.Limit = None,
     batch_size: opt.BatchSize = None,
     output: opt.RunOutput = None,
@@ -149,6 +156,7 @@ def run(
     from qwen3vl_eval.eval.data import load_task_data, samples_sha256
     from qwen3vl_eval.eval.judge import judge_from_options
     from qwen3vl_eval.eval.recipes import check_recipe
+    from qwen3vl_eval.eval.reports import limit_note
     from qwen3vl_eval.eval.runner import run_task
     from qwen3vl_eval.eval.task import check_media, resolve_tasks, with_media
     from qwen3vl_eval.report.html import write_index, write_task_page
@@ -173,7 +181,7 @@ def run(
         raise InputError(f"--seeds {seeds}: must be at least 1")
     image_flags = {"min_pixels": min_pixels, "max_pixels": max_pixels}
     video_flags = {"fps": fps, "max_frames": max_frames, "total_pixels": total_pixels, **image_flags}
-    specs = [with_media(s, image_flags, video_flags) for s in resolve_tasks(task)]
+    specs = [with_media(s, image_flags, video_flags) for s in resolve_tasks(task, task_registry(include_path))]
     for s in specs:
         check_media(s.media, f"{s.task}: media with --fps/--max-frames/--min-pixels/--max-pixels/--total-pixels")
     if data and len(specs) > 1:
@@ -199,7 +207,8 @@ def run(
             continue
         samples = samples[:limit] if limit else samples
         if samples and all(s.error for s in samples):
-            problems.append(f"{spec.task}: no sample has its media, e.g. {samples[0].error}")
+            hint = f"; videos: {spec.data.videos} (docs/data.md)" if spec.data.videos else ""
+            problems.append(f"{spec.task}: no sample has its media, e.g. {samples[0].error}{hint}")
         provenance = {**provenance, "n_rows": len(samples), "rows_sha256": samples_sha256(samples)}
         loaded.append((spec, samples, provenance))
     if problems:  # every missing dataset and a missing model, in one message
@@ -229,12 +238,14 @@ def run(
         raise
     config = {"model": model, "backend": backend, "device": device, "dtype": dtype, "video_prompt": video_prompt,
               "limit": limit, "seed": seed, "data": data, "media_root": str(media_root) if media_root else None,
-              "resume": resume, "sample_timeout": sample_timeout,
+              "resume": resume, "sample_timeout": sample_timeout, "model_args": model_args,
               "backend_options": recorded_options(backend, backend_options)}
     thinking = bool(engine.info().get("thinking"))
     checkpoint_path = backend_options.get("model") if backend != "openai" else backend_options.get("processor")
     try:
         summary, pages = [], []
+        if limit and ctx.is_main:
+            print(f"WARNING {limit_note(limit)}", flush=True)
         with output_errors(output), progress_bar(ctx.is_main) as bar:
             for spec, samples, provenance in loaded:
                 plan = generation_plan(spec, flags, recipe, thinking, checkpoint_path, seeds)
@@ -272,6 +283,8 @@ def run(
         if ctx.is_main:
             pages.append(write_index(output, pages))
             _print_summary(summary, output)
+            if limit:
+                print(f"WARNING {limit_note(limit)}")
             for p in pages:
                 print(f"html {p.describe()}")
     finally:

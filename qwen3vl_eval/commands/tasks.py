@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any
 
-from qwen3vl_eval.commands import handle_errors
+import typer
+
+from qwen3vl_eval.commands import handle_errors, task_registry
+from qwen3vl_eval.commands import options as opt
 
 
 def availability(spec) -> str:  # noqa: ANN001
@@ -21,18 +26,34 @@ def availability(spec) -> str:  # noqa: ANN001
     return f"yes ({found[1]})" if found else "no"
 
 
+def describe(spec) -> dict[str, Any]:  # noqa: ANN001
+    """One task as `tasks --json` lists it."""
+    local = availability(spec)
+    return {"task": spec.task, "suites": list(spec.suites), "version": spec.version, "headline": spec.metrics[0],
+            "description": spec.description, "metrics": list(spec.metrics), "reference": spec.reference,
+            "data": spec.data.describe(), "data_source": spec.data.source,
+            "local_data": local.startswith(("yes", "generated", "on first use")), "local_data_detail": local,
+            "task_file": spec.source_file}
+
+
 @handle_errors
-def tasks() -> None:
+def tasks(
+    as_json: bool = typer.Option(False, "--json", help="One JSON list of the tasks (suite, metrics, headline "
+                                 "reference, data source, local availability) on stdout."),
+    include_path: opt.IncludePath = None,
+) -> None:
     """List suites and tasks with their data sources, metrics and local data availability."""
+    registry = task_registry(include_path)
+    rows = sorted(registry.values(), key=lambda s: (s.suites[0] if s.suites else "", s.task))
+    if as_json:
+        json.dump([describe(s) for s in rows], sys.stdout, indent=1)
+        print()
+        return
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from qwen3vl_eval.eval.task import load_registry
-
-    registry = load_registry()
     t = Table("suite", "task", "version", "data", "metrics", "local data")
-    rows = sorted(registry.values(), key=lambda s: (s.suites[0] if s.suites else "", s.task))
     for s in rows:
         t.add_row(",".join(s.suites), s.task, str(s.version), escape(s.data.describe()), ", ".join(s.metrics),
                   escape(availability(s)))

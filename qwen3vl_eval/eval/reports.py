@@ -12,10 +12,17 @@ from qwen3vl_eval.report.files import cell, markdown_table, write_json, write_te
 N_EXAMPLES = 5
 
 
+def limit_note(limit: int) -> str:
+    """The line a `--limit` run prints and its report.md leads with."""
+    return f"--limit {limit}: for testing only, not a benchmark score (the first {limit} samples of each task)"
+
+
 def render_report(results: dict, records: list[dict]) -> str:
     """report.md of one task."""
     m = results["metrics"]
     out = [f"# {results['task']}", ""]
+    if (results.get("config") or {}).get("limit"):
+        out += [f"**{limit_note(results['config']['limit'])}**", ""]
     model = results.get("model") or f"predictions {results['config'].get('predictions')}"
     info, cfg = results.get("model_info") or {}, results.get("config") or {}
     run = [f"{k} {v}" for k, v in (("dtype", info.get("dtype")), ("device", info.get("device")),
