@@ -19,6 +19,7 @@ from qwen3vl_eval.commands import run as _run
 from qwen3vl_eval.commands import score as _score
 from qwen3vl_eval.commands import serve as _serve
 from qwen3vl_eval.commands import tasks as _tasks
+from qwen3vl_eval.commands import tiny as _tiny
 
 
 class _FlagHelp:
@@ -66,5 +67,6 @@ def main(version: Optional[bool] = typer.Option(None, "--version", callback=_pri
 # Registered commands, alphabetical.
 for _name, _fn in (("bench", _bench.bench), ("compare", _compare.compare), ("drift", _drift.drift),
                    ("generate", _generate.main), ("parity", _parity.main), ("preprocess", _preprocess.preprocess),
-                   ("run", _run.run), ("score", _score.score), ("serve", _serve.serve), ("tasks", _tasks.tasks)):
+                   ("run", _run.run), ("score", _score.score), ("serve", _serve.serve), ("tasks", _tasks.tasks),
+                   ("tiny", _tiny.tiny)):
     app.command(_name, cls=Command)(_fn)

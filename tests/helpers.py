@@ -28,6 +28,7 @@ from typer.testing import CliRunner, Result
 
 from qwen3vl_eval.backends.base import Reply
 from qwen3vl_eval.cli import app
+from qwen3vl_eval.eval.oracle import oracle_prediction  # noqa: F401 (tests import it from here)
 from qwen3vl_eval.eval.runner import BatchOutOfMemory
 from qwen3vl_eval.eval.sample_log import read_records
 from qwen3vl_eval.processor.chat import split_reasoning
@@ -180,43 +181,15 @@ def write_preds(path: Path, preds: dict[str, str]) -> Path:
 
 
 def score(task: str, preds: Path, out: Path) -> dict:
-    """`score --task T --predictions P --output O` (with the fixture data of a real task); its results.json."""
+    """`score --task T --predictions P --output O` (with the fixture data of a real task); its results.json, in
+    O/T/ as `run --output O` lays a task out."""
     args = ["score", "--task", task, "--predictions", str(preds), "--output", str(out)]
     if task in FIXTURES:
         args += ["--data", str(FIXTURES[task])]
     r = cli(*args)
     assert r.exit_code == 0, r.output
-    assert (out / "report.md").is_file() and (out / "samples.jsonl").is_file()
-    return json.loads((out / "results.json").read_text())
-
-
-# headline (reference-exact) scorers take the same oracle replies as their flexible counterparts
-_SAME_ORACLE = {"anls_lmms": "anls", "vqa_lmms": "vqa_accuracy", "relaxed_lmms": "relaxed_accuracy",
-                "accuracy_nocase": "accuracy", "mmlu_lm_eval": "accuracy", "mmmu_ref": "mmmu",
-                "box_iou_top1": "box_iou", "gsm8k_lm_eval": "gsm8k", "mvbench_lmms": "accuracy",
-                "accuracy_exact": "accuracy", "accuracy_exact_by_type": "mmmu"}
-
-
-def oracle_prediction(scorer: str, target: Any) -> str:
-    """A model reply that the task's parser and scorer (headline and flexible) take as exactly right."""
-    scorer = _SAME_ORACLE.get(scorer, scorer)
-    if scorer in ("anls", "vqa_accuracy", "relaxed_accuracy"):
-        return str(target[0] if isinstance(target, list) else target)
-    if scorer == "accuracy":
-        return str(target)
-    if scorer == "mmmu":
-        return str(target["answer"]) if target["choices"] else f"The answer is {target['answer']}"
-    if scorer == "temporal_iou":
-        return f"The event happens in {target[0]} - {target[1]} seconds."
-    if scorer == "box_iou":
-        x1, y1, x2, y2 = target["bbox"]
-        w, h = target["width"], target["height"]
-        rel = [x1 * 1000 / w, y1 * 1000 / h, x2 * 1000 / w, y2 * 1000 / h]
-        rel = [int(v) if float(v).is_integer() else round(v, 6) for v in rel]  # exact on the 0-1000 scale
-        return "```json\n" + json.dumps([{"bbox_2d": rel, "label": "object"}]) + "\n```"
-    if scorer == "gsm8k":
-        return f"Adding it up gives {target}.\n#### {target}"
-    raise ValueError(f"no oracle for scorer {scorer}")
+    assert (out / task / "report.md").is_file() and (out / task / "samples.jsonl").is_file()
+    return json.loads((out / task / "results.json").read_text())
 
 
 # ---------------------------------------------------------------- smoke runs (reliability, data parallel)

@@ -21,9 +21,9 @@ def test_both_readings_reach_results_report_and_compare(tmp_path):
     assert b["metrics"]["accuracy"] == 0.0 and b["metrics"]["accuracy_flexible"] == 100.0
     assert b["higher_is_better"]["accuracy_flexible"] is True
     assert b["versions"]["parser"].startswith("mmlu_lm_eval@") and b["versions"]["parser_flexible"].startswith("mc_")
-    report = (tmp_path / "b" / "report.md").read_text()
+    report = (tmp_path / "b" / "synth_text" / "report.md").read_text()
     assert "lm-evaluation-harness 0.4.13" in report and "| accuracy_flexible | 100.00 |" in report
-    line = json.loads((tmp_path / "b" / "samples.jsonl").read_text().splitlines()[0])
+    line = json.loads((tmp_path / "b" / "synth_text" / "samples.jsonl").read_text().splitlines()[0])
     assert line["accuracy"] == 0.0 and line["accuracy_flexible"] == 1.0 and line["parsed_flexible"]
 
     c = score("synth_text", write_preds(tmp_path / "c.jsonl", cand), tmp_path / "c")
@@ -46,4 +46,4 @@ def test_truncated_thinking_counted_in_results(tmp_path):
     assert res["n_truncated_reasoning"] == 1 and res["n_parse_failures"] == 1
     assert res["metrics"]["accuracy"] == res["metrics"]["accuracy_flexible"] == 100.0 * (len(samples) - 1) / len(
         samples)
-    assert "truncated reasoning 1" in (tmp_path / "o" / "report.md").read_text()
+    assert "truncated reasoning 1" in (tmp_path / "o" / "synth_text" / "report.md").read_text()

@@ -204,13 +204,13 @@ def test_replies_and_dataset_text_render_as_text(tmp_path):
 def grounding_page(tmp_path: Path) -> Path:
     """synth1/0: target the green rectangle [100, 20, 180, 80] of a 200x100 image; predicted [20, 10, 120, 90]."""
     score("synth_grounding", {"synth1/0": '{"bbox_2d": [100, 100, 600, 900], "label": "x"}'}, tmp_path / "g")
-    return tmp_path / "g" / "report.html"
+    return tmp_path / "g" / "synth_grounding" / "report.html"
 
 
 def temporal_page(tmp_path: Path) -> Path:
     """Sample 1: an 8 s clip, target [2, 6] s; predicted [4, 7] s."""
     score("synth_temporal_grounding", {"1": "The event happens in 4.0 - 7.0 seconds."}, tmp_path / "t")
-    return tmp_path / "t" / "report.html"
+    return tmp_path / "t" / "synth_temporal_grounding" / "report.html"
 
 
 def attrs(node: Node, *keys: str) -> list[float]:
@@ -223,7 +223,7 @@ def test_boxes_are_drawn_where_the_boxes_are(tmp_path):
     assert svg.attrs["viewbox" if "viewbox" in svg.attrs else "viewBox"] == "0 0 200 100"
     assert attrs(svg.find("rect", "box-target")[0], "x", "y", "width", "height") == [100, 20, 80, 60]
     assert attrs(svg.find("rect", "box-pred")[0], "x", "y", "width", "height") == [20, 10, 100, 80]
-    assert (tmp_path / "g" / svg.find("image")[0].attrs["href"]).is_file()
+    assert (tmp_path / "g" / "synth_grounding" / svg.find("image")[0].attrs["href"]).is_file()
 
 
 def test_timeline_spans_and_frames(tmp_path):
@@ -263,7 +263,7 @@ def test_screenshot_shows_the_timeline(tmp_path):
 # ------------------------------------------------------------------------------------------------ pagination
 def test_long_tasks_are_paginated_and_media_pruned(tmp_path):
     score("synth_imageqa", oracle("synth_imageqa"), tmp_path / "p")
-    pages = write_task_page(tmp_path / "p", page_size=2)
+    pages = write_task_page(tmp_path / "p" / "synth_imageqa", page_size=2)
     assert [p.path.name for p in pages.pages] == ["report.html", "report-2.html", "report-3.html"]
     for k, p in enumerate(pages.pages, 1):
         root = page(p.path)
@@ -272,11 +272,11 @@ def test_long_tasks_are_paginated_and_media_pruned(tmp_path):
         assert pager.find("b")[0].text == str(k) and len(pager.find("a")) == 2
         assert stated_html_kb(root) == f"{p.path.stat().st_size / 1024:.1f}"
         assert len(p.media) == 2
-    stale = tmp_path / "p" / "media" / ("0" * 20 + ".jpg")
+    stale = tmp_path / "p" / "synth_imageqa" / "media" / ("0" * 20 + ".jpg")
     stale.write_bytes(b"old")
-    assert len(write_task_page(tmp_path / "p").pages) == 1
-    assert not (tmp_path / "p" / "report-2.html").exists() and not stale.exists()
-    assert len(list((tmp_path / "p" / "media").iterdir())) == 6
+    assert len(write_task_page(tmp_path / "p" / "synth_imageqa").pages) == 1
+    assert not (tmp_path / "p" / "synth_imageqa" / "report-2.html").exists() and not stale.exists()
+    assert len(list((tmp_path / "p" / "synth_imageqa" / "media").iterdir())) == 6
 
 
 # ------------------------------------------------------------------------------------------------ compare
@@ -286,8 +286,8 @@ def test_compare_page_deltas_and_flips(tmp_path):
     ids = list(right)
     base = dict(right, **{ids[5]: "purple"})
     cand = dict(right, **{ids[0]: HOSTILE[0], ids[1]: "no idea"})
-    score(task, base, tmp_path / "base" / task)
-    score(task, cand, tmp_path / "cand" / task)
+    score(task, base, tmp_path / "base")
+    score(task, cand, tmp_path / "cand")
     r = CliRunner().invoke(app, ["compare", str(tmp_path / "base"), str(tmp_path / "cand"), "--resamples", "200",
                                  "--no-charts", "-o", str(tmp_path / "cmp")])
     assert r.exit_code == 0, r.output
@@ -307,16 +307,16 @@ def test_compare_page_deltas_and_flips(tmp_path):
 
 def test_headline_and_flexible_metrics_with_the_reference_named(tmp_path):
     score("synth_imageqa", oracle("synth_imageqa"), tmp_path / "f")
-    path = tmp_path / "f" / "results.json"
+    path = tmp_path / "f" / "synth_imageqa" / "results.json"
     results = json.loads(path.read_text())
     results["metrics"] |= {"anls_flexible": 91.25, "parse_failure_rate_flexible": 0.0}
     results["reference"] = "lmms-eval 0.7.3 tasks/docvqa <anls>"
     path.write_text(json.dumps(results))
-    log = tmp_path / "f" / "samples.jsonl"
+    log = tmp_path / "f" / "synth_imageqa" / "samples.jsonl"
     log.write_text("".join(json.dumps(dict(json.loads(line), extracted_flexible="<i>flex</i>")) + "\n"
                            for line in log.read_text().splitlines()))
-    write_task_page(tmp_path / "f")
-    root = page(tmp_path / "f" / "report.html")
+    write_task_page(tmp_path / "f" / "synth_imageqa")
+    root = page(tmp_path / "f" / "synth_imageqa" / "report.html")
     table = root.find("table", "metrics")[0]
     assert [th.text for th in table.find("th")] == ["metric", "headline", "flexible"]
     assert [[td.text for td in tr.find("td")] for tr in table.find("tbody")[0].find("tr")] == [
@@ -330,8 +330,8 @@ def test_compare_page_shows_both_boxes_of_a_changed_grounding_sample(tmp_path):
     task = "synth_grounding"
     right = oracle(task)
     cand = dict(right, **{"synth1/0": '{"bbox_2d": [100, 100, 600, 900]}'})
-    score(task, right, tmp_path / "base" / task)
-    score(task, cand, tmp_path / "cand" / task)
+    score(task, right, tmp_path / "base")
+    score(task, cand, tmp_path / "cand")
     r = CliRunner().invoke(app, ["compare", str(tmp_path / "base"), str(tmp_path / "cand"), "--resamples", "200",
                                  "--no-charts", "-o", str(tmp_path / "cmp")])
     assert r.exit_code == 0, r.output

@@ -33,7 +33,7 @@ def test_oracle_scores_100_and_half_wrong_scores_half_or_so(task, tmp_path):
     if spec.parser in ("mc_letter", "time_span", "bbox_qwen3vl", "gsm8k", "lmms_mcq", "charades_lmms",
                        "refcoco_top1", "gsm8k_lm_eval"):
         assert res["metrics"]["parse_failure_rate"] == pytest.approx(100.0 * (n - k) / n)
-    lines = [json.loads(x) for x in (tmp_path / "wrong" / "samples.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (tmp_path / "wrong" / task / "samples.jsonl").read_text().splitlines()]
     assert [x["id"] for x in lines] == [s.id for s in samples]
     assert {"id", "prediction", "target", "scores", "error", "extracted"} <= set(lines[0])
 
@@ -66,7 +66,7 @@ def test_known_wrong_values(tmp_path):
                                           {samples[0].id: f"<think>maybe A or B</think>{samples[0].target}"}),
                 tmp_path / "r")
     assert res["metrics"]["accuracy"] == 100.0
-    line = json.loads((tmp_path / "r" / "samples.jsonl").read_text())
+    line = json.loads((tmp_path / "r" / "synth_text" / "samples.jsonl").read_text())
     assert line["reasoning"] == "maybe A or B" and line["answer"] == samples[0].target
 
 
@@ -74,7 +74,7 @@ def test_run_samples_file_scores_again(tmp_path):
     samples = load_samples(REGISTRY["synth_text"])
     oracle = {s.id: oracle_prediction("accuracy", s.target) for s in samples}
     score("synth_text", write_preds(tmp_path / "p.jsonl", oracle), tmp_path / "a")
-    res = score("synth_text", tmp_path / "a" / "samples.jsonl", tmp_path / "b")
+    res = score("synth_text", tmp_path / "a" / "synth_text" / "samples.jsonl", tmp_path / "b")
     assert res["metrics"]["accuracy"] == 100.0
 
 

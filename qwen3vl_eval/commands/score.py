@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from qwen3vl_eval.commands import handle_errors
+from qwen3vl_eval.commands import handle_errors, task_registry
 from qwen3vl_eval.commands import options as opt
 from qwen3vl_eval.errors import InputError
 
@@ -17,11 +17,13 @@ from qwen3vl_eval.errors import InputError
 @handle_errors
 def score(
     task: opt.Task,
-    predictions: Path = typer.Option(..., "--predictions", help='JSONL, one {"id": ..., "prediction": "..."} '
-                                     "per line (a run's samples.jsonl works too)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help='JSONL, one {"id": ..., "prediction": '
+                                               '"..."} per line (a run\'s samples.jsonl works too).'),
+    write_oracle: Optional[Path] = typer.Option(None, "--write-oracle", help="Write the task's oracle predictions "
+                                                "(replies scored exactly right) to this JSONL, then score them."),
     data: opt.Data = None,
-    output: Optional[Path] = typer.Option(None, "--output", help="Folder for samples.jsonl, results.json and "
-                                          "report.md (default reports/runs/<timestamp>-score/<task>/)."),
+    output: opt.RunOutput = None,
+    include_path: opt.IncludePath = None,
     judge_base_url: opt.JudgeBaseUrl = None,
     judge_model: opt.JudgeModel = None,
     judge_api_key_env: opt.JudgeApiKeyEnv = None,
@@ -33,16 +35,25 @@ def score(
     from qwen3vl_eval.eval.results import score_predictions
     from qwen3vl_eval.eval.rundir import RunLock, output_errors
     from qwen3vl_eval.eval.task import resolve_tasks
-    from qwen3vl_eval.report.html import write_task_page
+    from qwen3vl_eval.report.html import write_index, write_task_page
 
-    specs = resolve_tasks(task)
+    specs = resolve_tasks(task, task_registry(include_path))
     if len(specs) != 1:
         raise InputError(f"--task {task}: score takes one task, not a suite of {len(specs)}")
     spec = specs[0]
+    if (predictions is None) == (write_oracle is None):
+        raise InputError("give exactly one of --predictions FILE and --write-oracle FILE")
     judge = judge_from_options(specs, judge_base_url, judge_model, judge_api_key_env, judge_cache)
     samples = load_samples(spec, data)
-    out = output or Path("reports/runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-score" / spec.task
-    with RunLock(out), output_errors(out):  # one writer per folder; a full disk is one line
+    if write_oracle is not None:
+        from qwen3vl_eval.eval.oracle import write_oracle as write_oracle_file
+
+        n = write_oracle_file(spec, samples, write_oracle)
+        print(f"oracle predictions: {write_oracle} ({n} samples)")
+        predictions = write_oracle
+    run_dir = output or Path("reports/runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-score"
+    out = run_dir / spec.task  # laid out as `run` lays out a task
+    with RunLock(run_dir), output_errors(out):  # one writer per run folder; a full disk is one line
         try:
             results = score_predictions(spec, samples, predictions, out, config={"data": data},
                                         data_source=data or spec.data.describe(), judge=judge)
@@ -55,4 +66,6 @@ def score(
     if judge_summary(results):
         print(judge_summary(results))
     print(f"results in {out}")
-    print(f"html {write_task_page(out, spec, samples).describe()}")
+    page = write_task_page(out, spec, samples)
+    for p in (page, write_index(run_dir, [page])):
+        print(f"html {p.describe()}")
