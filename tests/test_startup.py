@@ -51,7 +51,7 @@ def test_run_reports_missing_data_and_missing_model_together(tmp_path: Path) -> 
     last, err = _probe(tmp_path, "run", "--task", "videomme,charades_sta", "--model", "org/Absent@v1.0")
     assert last == "exit 2 False", (last, err)
     line = err.strip()
-    assert line.startswith("error: 3 problems: (1) org/Absent: not in the local Hugging Face cache") and "\n" not in line
+    assert line.startswith("error: 3 problems: (1) org/Absent: not in the local Hugging Face cache")
     assert "(2) videomme: dataset" in line and "(3) charades_sta: dataset" in line
     assert "--revision v1.0" in line
 

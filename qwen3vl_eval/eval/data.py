@@ -289,6 +289,7 @@ def missing_data_error(task: str, spec: DataSpec) -> TaskError:
         f"there is network with `huggingface-cli download --repo-type dataset {spec.path} --revision "
         f"{spec.revision}{cfg}` (set HF_HOME/HF_HUB_CACHE to that cache), or pass --data PATH "
         f"(parquet, JSONL, a save_to_disk folder or a downloaded dataset folder)"
+        + (f"; videos: {spec.videos} (docs/data.md)" if spec.videos else "")
     )
 
 

@@ -60,6 +60,7 @@ class DataSpec:
     video_dirs: list[str] = field(default_factory=lambda: [""])
     video_exts: list[str] = field(default_factory=lambda: [".mp4"])
     configs: list[str] = field(default_factory=list)
+    videos: str | None = None  # where the videos come from and where they go, for the missing-data messages
 
     def describe(self) -> str:
         if self.source == "synth":
