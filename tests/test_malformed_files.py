@@ -138,10 +138,11 @@ def test_non_utf8_predictions_are_one_line(tmp_path):
 
 
 def test_run_with_a_negative_top_k_fails_before_the_model_loads(tmp_path):
-    r = cli("run", "--task", "synth_text", "--model", str(tmp_path / "no-such-model"), "--top-k", "-1",
-            "--output", str(tmp_path / "out"), "--limit", "1")
-    # the generation settings are checked before the model (which does not exist) is looked for
-    assert_clean_error(r, "top_k")
+    r = cli("run", "--task", "synth_text", "--model", "tiny", "--top-k", "-1", "--output", str(tmp_path / "out"),
+            "--limit", "1")
+    # the generation settings are checked after the data and the model are found, before the model loads
+    assert_clean_error(r, "synth_text: generation setting top_k must be >= 0")
+    assert not (tmp_path / "out").exists()
 
 
 def test_data_row_over_the_line_cap_is_refused(tmp_path, monkeypatch):
