@@ -37,9 +37,9 @@ RunOutput = Annotated[Path, typer.Option(
     "--output", help="Run folder, a subfolder per task (default reports/runs/<timestamp>-<model>/).")]
 
 ModelArgs = Annotated[str, typer.Option(
-    "--model-args", help="lm-eval style key=value,... onto these options, e.g. dtype=bfloat16,max_pixels=802816.")]
+    "--model-args", metavar="KEY=VALUE,...", help="lm-eval style, onto these options: dtype=bfloat16,fps=2,...")]
 IncludePath = Annotated[list[Path], typer.Option(
-    "--include-path", help="A folder of your own task YAML files, besides tasks/ (repeatable).")]
+    "--include-path", metavar="DIR", help="A folder of your own task YAML files, besides tasks/ (repeatable).")]
 
 # generation (run, generate)
 MaxNewTokens = Annotated[int, typer.Option(
