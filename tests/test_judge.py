@@ -104,7 +104,7 @@ def judged_score(tmp_path: Path, task: str, preds: dict[str, str], url: str | No
         args += ["--judge-base-url", url, "--judge-model", model, "--judge-cache", tmp_path / "cache"]
     r = cli(*args)
     assert r.exit_code == 0, r.output
-    return json.loads((tmp_path / out / "results.json").read_text())
+    return json.loads((tmp_path / out / task / "results.json").read_text())  # the run folder holds <task>/
 
 
 MMMU = {"validation_Accounting_1": "B", "validation_Art_Theory_2": "A",
@@ -124,20 +124,20 @@ def test_mmmu_open_questions_judged_and_cached(judge_server, tmp_path):
     assert (j["configured"], j["model"], j["prompt"], j["n_judged"], j["n_cached"], j["n_requests"], j["n_failed"],
             j["n_headline"]) == (True, "fake-judge", "open_answer_verdict@1", 1, 0, 1, 0, 2)
     assert res["versions"]["judge_prompt"] == "open_answer_verdict@1"
-    recs = {r["id"]: r for r in read_records(tmp_path / "one" / "samples.jsonl")}
+    recs = {r["id"]: r for r in read_records(tmp_path / "one" / "mmmu_val" / "samples.jsonl")}
     math = recs["validation_Math_3"]
     assert math["accuracy"] == 0.0 and math["accuracy_judged"] == 1.0 and math["scores"]["accuracy_judged"] == 1.0
     assert math["judge"]["source"] == "judge" and math["judge"]["output"] == "CORRECT"
     assert math["judge"]["cached"] is False and math["judge"]["value"] is True
     assert "Reference answer:\n12.5" in math["judge"]["input"] and "25/2" in math["judge"]["input"]
     assert recs["validation_Accounting_1"]["judge"] == {"source": "headline"}
-    report = (tmp_path / "one" / "report.md").read_text()
+    report = (tmp_path / "one" / "mmmu_val" / "report.md").read_text()
     assert "| accuracy_judged |" in report and "judge `fake-judge`, prompt open_answer_verdict@1" in report
 
     again = judged_score(tmp_path, "mmmu_val", MMMU, judge_server.url, "two")  # the same replies: all cached
     assert len(judge_server.seen) == 1 and again["metrics"] == m
     assert (again["judge"]["n_cached"], again["judge"]["n_requests"]) == (1, 0)
-    recs = {r["id"]: r for r in read_records(tmp_path / "two" / "samples.jsonl")}
+    recs = {r["id"]: r for r in read_records(tmp_path / "two" / "mmmu_val" / "samples.jsonl")}
     assert recs["validation_Math_3"]["judge"]["cached"] is True
 
 
@@ -152,7 +152,7 @@ def test_videomme_judge_reads_only_what_the_rules_cannot(judge_server, tmp_path)
     j = res["judge"]
     assert (j["n_rules"], j["n_judged"], j["n_failed"], j["rules"]) == (1, 2, 0, "lmms_mcq")
     assert len(judge_server.seen) == 2
-    recs = {r["id"]: r for r in read_records(tmp_path / "out" / "samples.jsonl")}
+    recs = {r["id"]: r for r in read_records(tmp_path / "out" / "videomme" / "samples.jsonl")}
     assert recs["001-1"]["judge"] == {"source": "rules", "rules": "lmms_mcq", "value": "A"}
     assert recs["001-2"]["judge"]["value"] == "B" and recs["002-1"]["judge"]["value"] is None
     assert recs["002-1"]["judge"]["parsed"] is True and recs["002-1"]["accuracy_judged"] == 0.0
@@ -164,8 +164,8 @@ def test_without_a_judge_judged_metrics_are_absent_and_report_says_why(tmp_path)
     assert "accuracy_judged" not in res["metrics"] and "accuracy_judged" not in res["higher_is_better"]
     assert res["judge"]["configured"] is False and "--judge-base-url" in res["judge"]["reason"]
     assert all("accuracy_judged" not in r and "judge" not in r
-               for r in read_records(tmp_path / "out" / "samples.jsonl"))
-    report = (tmp_path / "out" / "report.md").read_text()
+               for r in read_records(tmp_path / "out" / "mmmu_val" / "samples.jsonl"))
+    report = (tmp_path / "out" / "mmmu_val" / "report.md").read_text()
     assert "`accuracy_judged`: absent (not zero): no judge configured" in report
     # a task without a judge: block has no judge block at all
     res = judged_score(tmp_path, "gsm8k", {}, None, "gsm")
@@ -309,7 +309,7 @@ def test_served_tiny_checkpoint_as_judge_junk_is_a_per_sample_failure(tmp_path):
     # a random tiny model answers junk: the open question's judgement is unread, scored 0, and the run goes on
     assert (j["model"], j["n_judged"], j["n_requests"], j["n_unread"], j["n_failed"]) == ("tiny-judge", 1, 1, 1, 1)
     assert res["metrics"]["accuracy_judged"] == pytest.approx(100 / 3)  # the multiple-choice B stays right
-    rec = {r["id"]: r for r in read_records(tmp_path / "one" / "samples.jsonl")}["validation_Math_3"]
+    rec = {r["id"]: r for r in read_records(tmp_path / "one" / "mmmu_val" / "samples.jsonl")}["validation_Math_3"]
     assert rec["judge"]["parsed"] is False and isinstance(rec["judge"]["output"], str)
     assert (again["judge"]["n_cached"], again["judge"]["n_requests"]) == (1, 0)  # junk is cached too
 
