@@ -45,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, help="JSON file for the results")
     args = ap.parse_args(argv)
+    from qwen3vl_eval.backends import GOLDEN_HINT
+
     try:
         import transformers
     except ImportError:
-        print("prefill_cpu: needs transformers (the golden environment)", file=sys.stderr)
+        print(f"prefill_cpu: {GOLDEN_HINT}", file=sys.stderr)
         return 2
     from qwen3vl_eval.checkpoints.hub import resolve_model
     from qwen3vl_eval.model.generate import generate, prefill
