@@ -34,7 +34,7 @@ def scored(task: str, preds: dict[str, str], out: Path) -> dict:
             str(VIDEO_FIXTURES[task]), "--output", str(out / "o")]
     r = cli(*args)
     assert r.exit_code == 0, r.output
-    return json.loads((out / "o" / "results.json").read_text())
+    return json.loads((out / "o" / task / "results.json").read_text())  # the run folder holds <task>/
 
 
 def test_registry_data_ids_and_budgets():
@@ -99,7 +99,7 @@ def test_oracle_scores_100(task, tmp_path):
     assert res["metrics"]["parse_failure_rate"] == 0.0 and res["reference"] == spec.reference
     for fld in spec.group_by:  # every group of every breakdown at 100 too
         assert all(g[spec.primary_metric] == pytest.approx(100.0) for g in res["breakdowns"][fld].values())
-    lines = [json.loads(x) for x in (tmp_path / "o" / "samples.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (tmp_path / "o" / task / "samples.jsonl").read_text().splitlines()]
     assert all(set(spec.group_by) <= set(rec["meta"]) for rec in lines)  # score and compare regroup from these
 
 
@@ -230,7 +230,7 @@ def test_compare_reads_the_group_metrics(tmp_path):
     scored("mlvu_dev", oracle, tmp_path / "a")
     scored("mlvu_dev", {**oracle, "0": "D"}, tmp_path / "b")  # one plotQA question wrong: M-Avg -1/14
     out = tmp_path / "cmp"
-    r = cli("compare", tmp_path / "a" / "o" / "results.json", tmp_path / "b" / "o" / "results.json", "--output", out,
+    r = cli("compare", tmp_path / "a" / "o" / "mlvu_dev", tmp_path / "b" / "o" / "mlvu_dev", "--output", out,
             "--json", out / "c.json", "--no-charts", "--resamples", "200")
     assert r.exit_code == 0, r.output
     rows = {(m["metric"]): m for m in json.loads((out / "c.json").read_text())["comparisons"][0]["metrics"]}
