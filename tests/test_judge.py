@@ -356,3 +356,16 @@ def test_unwritable_cache_warns_once_and_judges_anyway(tmp_path, caplog):
         cache.put(cache_key("m", "p@1", "h", str(i), 8), "CORRECT", {})
     assert cache.get(cache_key("m", "p@1", "h", "0", 8)) is None
     assert sum("not written" in r.message for r in caplog.records) == 1
+
+
+def test_a_judge_that_is_down_fails_the_rest_at_once(tmp_path):
+    down = FakeJudge(lambda p: "X")
+    url = down.url
+    down.stop()  # nothing listens there any more: every request is refused
+    judge = Judge(url, model="m", cache=tmp_path / "cache", retries=0, concurrency=2, max_failures_in_a_row=3)
+    sample = SimpleNamespace(choices=["a", "b"], question="q", target="A")
+    prompt = JUDGE_PROMPTS["option_match"]
+    answers = judge.ask("m", prompt, [prompt.render(sample, f"reply {i}") for i in range(40)])
+    assert all(a.error for a in answers) and 3 <= judge.n_requests <= 4  # the third failure stops the asking
+    assert sum(a.error.startswith("not asked: ") for a in answers) == 40 - judge.n_requests
+    judge.close()

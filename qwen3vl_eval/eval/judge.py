@@ -49,12 +49,14 @@ class Judge:
     """An LLM judge behind an OpenAI-compatible server at `base_url`. `model` overrides every task's judge
     model; the API key is read from the environment variable `api_key_env` (never recorded). `cache` is the
     cache folder (default `$QWEN3VL_EVAL_CACHE/judge`). `concurrency`, `timeout` (seconds per attempt) and
-    `retries` are the openai backend's. Requests carry only the fields OpenAI's own API accepts (greedy:
+    `retries` are the openai backend's. After `max_failures_in_a_row` questions fail one after another (a judge
+    down, a wrong model name), the rest of that batch fails at once, unasked, instead of each waiting out its
+    timeouts and retries. Requests carry only the fields OpenAI's own API accepts (greedy:
     temperature 0), so hosted judges take them as vLLM, SGLang and `qwen3vl-eval serve` do."""
 
     def __init__(self, base_url: str, *, model: str | None = None, api_key_env: str | None = None,
                  cache: str | os.PathLike | None = None, concurrency: int = 4, timeout: float = 120.0,
-                 retries: int = 3, backoff: float = 1.0) -> None:
+                 retries: int = 3, backoff: float = 1.0, max_failures_in_a_row: int = 8) -> None:
         self.options: dict[str, Any] = {"base_url": base_url, "api_key_env": api_key_env,
                                         "concurrency": concurrency, "timeout": timeout, "retries": retries,
                                         "backoff": backoff, "openai_fields_only": True}
@@ -63,6 +65,7 @@ class Judge:
         self._backends: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.n_requests = 0  # questions sent over HTTP (cache misses), over this judge's life
+        self.max_failures_in_a_row = max_failures_in_a_row
         self.backend(model or "judge")  # a bad URL or unset key variable fails here (InputError), before any run
 
     def backend(self, model: str) -> Any:
@@ -104,17 +107,29 @@ class Judge:
         backend = self.backend(model) if todo else None
         params = GenerationParams(max_new_tokens=prompt.max_tokens, temperature=0.0)
 
+        failing = {"in_a_row": 0, "first": None}
+
         def one(item: tuple[str, str]) -> tuple[str, JudgeAnswer]:
             k, text = item
+            with self._lock:
+                if failing["in_a_row"] >= self.max_failures_in_a_row:
+                    return k, JudgeAnswer(None, False, f"not asked: {failing['in_a_row']} judge questions failed in "
+                                                       f"a row (first: {failing['first']})")
+                self.n_requests += 1
             try:
                 [reply] = backend.chat([[{"role": "user", "content": text}]], params)
             except Exception as e:  # timeouts, server errors after retries, rejected requests: this question's
-                return k, JudgeAnswer(None, False, f"{type(e).__name__}: {e}")
+                error = f"{type(e).__name__}: {e}"
+                with self._lock:
+                    failing["in_a_row"] += 1
+                    failing["first"] = failing["first"] or error
+                return k, JudgeAnswer(None, False, error)
+            with self._lock:
+                failing["in_a_row"] = 0
             self.cache.put(k, reply.text, {"model": model, "prompt": prompt.id, "input": text})
             return k, JudgeAnswer(reply.text, False)
 
         if todo:
-            self.n_requests += len(todo)
             with ThreadPoolExecutor(max_workers=min(len(todo), self.options["concurrency"])) as pool:
                 answers.update(pool.map(one, todo.items()))
         seen: set[str] = set()
