@@ -240,6 +240,13 @@ def test_judge_flags_usage_errors(tmp_path, monkeypatch):
     assert_clean_error(r, "gsm8k has a judge: block")
 
 
+def test_tasks_json_names_each_judged_metric():
+    rows = {t["task"]: t for t in json.loads(cli("tasks", "--json").stdout)}
+    assert rows["mmmu_val"]["judge"] == {"metrics": ["accuracy_judged"], "prompt": "open_answer_verdict@1",
+                                         "default_model": "gpt-4o-mini", "samples": "open"}
+    assert rows["videomme"]["judge"]["prompt"] == "option_match@1" and rows["gsm8k"]["judge"] is None
+
+
 # ---------------------------------------------------------------- prompts, YAML, cache
 
 def test_judge_prompt_readers():

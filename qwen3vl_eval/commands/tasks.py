@@ -33,7 +33,18 @@ def describe(spec) -> dict[str, Any]:  # noqa: ANN001
             "description": spec.description, "metrics": list(spec.metrics), "reference": spec.reference,
             "data": spec.data.describe(), "data_source": spec.data.source,
             "local_data": local.startswith(("yes", "generated", "on first use")), "local_data_detail": local,
-            "task_file": spec.source_file}
+            "task_file": spec.source_file, "judge": _judge(spec)}
+
+
+def _judge(spec) -> dict[str, Any] | None:  # noqa: ANN001
+    """The task's LLM-judged metrics (present in results only with `--judge-base-url`), None without `judge:`."""
+    if spec.judge is None:
+        return None
+    from qwen3vl_eval.eval.judge import judged_metrics
+    from qwen3vl_eval.eval.judge_prompts import JUDGE_PROMPTS
+
+    return {"metrics": judged_metrics(spec), "prompt": JUDGE_PROMPTS[spec.judge.prompt].id,
+            "default_model": spec.judge.model, "samples": spec.judge.samples}
 
 
 @handle_errors
