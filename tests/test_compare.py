@@ -66,7 +66,8 @@ def test_report_without_gate(runs, tmp_path):
     assert r.exit_code == 0, r.output
     report = (out / "report.md").read_text()
     assert "| videomme | accuracy | 80.00 | 70.00 | -10.00 |" in report
-    assert "| textvqa | anls | 50.00 | 50.00 | +0.00 | [+0.00, +0.00] (n=20)" in report
+    assert "| textvqa | anls | 50.00 | 50.00 | +0.00 | unchanged | [+0.00, +0.00] (n=20)" in report
+    assert "| videomme | accuracy | 80.00 | 70.00 | -10.00 | fell 10.00 points (worse; higher is better) |" in report
     assert "No gate set" in report
     # flipped samples, with prompts and both predictions
     assert "3 scored lower in the candidate, 1 higher" in report
@@ -116,7 +117,7 @@ def test_metric_gates(runs, tmp_path, args, code):
     assert r.exit_code == code, r.output
     assert ("GATE FAIL" in r.output) == (code == 1)
     if code == 1:
-        assert "videomme:accuracy: dropped 10.00 points" in r.output
+        assert "videomme:accuracy: fell 10.00 points (worse; higher is better)" in r.output
 
 
 def test_significant_drop_fails_with_require_significant(tmp_path):
@@ -234,7 +235,8 @@ def test_runner_layout_nested_scores_and_torn_line(tmp_path):
     assert rows["parse_failure_rate"].failed  # lower is better: +10 is a 10-point drop
     assert rows["parse_failure_rate"].ci_note == "no per-sample scores"
     assert "task t: prompt differs (baseline vqa@1, candidate vqa@2), not gated" in comp.issues
-    assert comp.failures == ["t:parse_failure_rate: dropped 10.00 points (0.00 -> 10.00), more than 5"]
+    assert comp.failures == ["t:parse_failure_rate: rose 10.00 points (worse; lower is better) (0.00 -> 10.00), "
+                             "worse by more than 5"]
 
 
 def test_results_json_file_and_errored_samples(tmp_path):

@@ -108,10 +108,10 @@ def stated_html_kb(root: Node) -> str:
     return re.search(r"\(([\d.]+) KB HTML", weight).group(1)
 
 
-def score(task: str, preds: dict[str, str], out: Path) -> CliRunner:
+def score(task: str, preds: dict[str, str], out: Path, *extra: str) -> CliRunner:
     r = CliRunner().invoke(app, ["score", "--task", task, "--predictions", str(write_preds(out.with_suffix(".jsonl"),
                                                                                               preds)),
-                                 "--output", str(out)])
+                                 "--output", str(out), *extra])
     assert r.exit_code == 0, r.output
     return r
 
@@ -203,13 +203,16 @@ def test_replies_and_dataset_text_render_as_text(tmp_path):
 # ------------------------------------------------------------------------------------------------ boxes and timelines
 def grounding_page(tmp_path: Path) -> Path:
     """synth1/0: target the green rectangle [100, 20, 180, 80] of a 200x100 image; predicted [20, 10, 120, 90]."""
-    score("synth_grounding", {"synth1/0": '{"bbox_2d": [100, 100, 600, 900], "label": "x"}'}, tmp_path / "g")
+    # --missing skip: the one predicted sample alone on the page
+    score("synth_grounding", {"synth1/0": '{"bbox_2d": [100, 100, 600, 900], "label": "x"}'}, tmp_path / "g",
+          "--missing", "skip")
     return tmp_path / "g" / "synth_grounding" / "report.html"
 
 
 def temporal_page(tmp_path: Path) -> Path:
     """Sample 1: an 8 s clip, target [2, 6] s; predicted [4, 7] s."""
-    score("synth_temporal_grounding", {"1": "The event happens in 4.0 - 7.0 seconds."}, tmp_path / "t")
+    score("synth_temporal_grounding", {"1": "The event happens in 4.0 - 7.0 seconds."}, tmp_path / "t",
+          "--missing", "skip")
     return tmp_path / "t" / "synth_temporal_grounding" / "report.html"
 
 
@@ -313,7 +316,7 @@ def test_headline_and_flexible_metrics_with_the_reference_named(tmp_path):
     results["reference"] = "lmms-eval 0.7.3 tasks/docvqa <anls>"
     path.write_text(json.dumps(results))
     log = tmp_path / "f" / "synth_imageqa" / "samples.jsonl"
-    log.write_text("".join(json.dumps(dict(json.loads(line), extracted_flexible="<i>flex</i>")) + "\n"
+    log.write_text("".join(json.dumps(dict(json.loads(line), parsed_prediction_flexible="<i>flex</i>")) + "\n"
                            for line in log.read_text().splitlines()))
     write_task_page(tmp_path / "f" / "synth_imageqa")
     root = page(tmp_path / "f" / "synth_imageqa" / "report.html")

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from qwen3vl_eval.eval import reference_lm_eval, reference_lmms  # noqa: F401  (register the headline rules)
+from qwen3vl_eval.eval.aggregate import summarize
 from qwen3vl_eval.eval.metrics import (
     METRICS,
     SCORERS,
@@ -14,7 +15,6 @@ from qwen3vl_eval.eval.metrics import (
     levenshtein,
     mmmu_open_correct,
     relaxed_correctness,
-    summarize,
     temporal_iou,
     vqa_accuracy,
     vqa_normalize,
@@ -109,7 +109,7 @@ def test_thresholds_and_summary():
     assert s["metrics"]["r1@0.3"] == 50.0  # 2 of 4 (the error counts 0)
     assert s["metrics"]["r1@0.5"] == 25.0
     assert s["metrics"]["miou"] == pytest.approx(30.0)
-    assert s["metrics"]["parse_failure_rate"] == pytest.approx(100 / 3)  # 1 of the 3 that produced text
+    assert s["metrics"]["parse_failure_rate"] == 50.0  # the parse failure and the error, of all 4
     assert (s["n_samples"], s["n_errors"], s["n_parse_failures"]) == (4, 1, 1)
     assert s["breakdowns"]["d"]["long"]["n"] == 3
     assert s["breakdowns"]["d"]["short"]["r1@0.5"] == 100.0

@@ -129,11 +129,16 @@ def test_run_command_smoke_and_resume(tmp_path):
         report = (out / task / "report.md").read_text()  # every figure names model, dtype, device, batch, versions
         assert "`tiny` (dtype float32, device cpu" in report and "batch size 2" in report and "torch" in report
         first[task] = res["metrics"]
+    summary = json.loads((out / "summary.json").read_text())  # the run's one table of headlines
+    assert sorted(t["task"] for t in summary["tasks"]) == sorted(first) and summary["model"] == "tiny"
+    assert (out / "summary.png").is_file() and f"summary {out / 'summary.md'}" in r.output
     r = cli(*args + ["--resume"])
     assert r.exit_code == 0, r.output
     for task, metrics in first.items():
         res = json.loads((out / task / "results.json").read_text())
-        assert res["metrics"] == metrics and res["throughput"]["samples"] == 0
+        # nothing left to generate: the throughput is the first run's, marked so
+        assert res["metrics"] == metrics and res["throughput"]["resumed_from"] == 2
+        assert res["throughput"]["samples"] == 2 and res["throughput"]["from_earlier_run"]
         ids = [x["id"] for x in read_records(out / task / "samples.jsonl")]
         assert len(ids) == len(set(ids)) == 2
 

@@ -35,7 +35,9 @@ def test_oracle_scores_100_and_half_wrong_scores_half_or_so(task, tmp_path):
         assert res["metrics"]["parse_failure_rate"] == pytest.approx(100.0 * (n - k) / n)
     lines = [json.loads(x) for x in (tmp_path / "wrong" / task / "samples.jsonl").read_text().splitlines()]
     assert [x["id"] for x in lines] == [s.id for s in samples]
-    assert {"id", "prediction", "target", "scores", "error", "extracted"} <= set(lines[0])
+    assert {"id", "prompt", "prediction", "prediction_answer", "parsed_prediction", "target", "scores",
+            "error"} <= set(lines[0])
+    assert not {"answer", "extracted"} & set(lines[0])  # the old names, easy to read as the gold
 
 
 def test_known_wrong_values(tmp_path):
@@ -45,12 +47,13 @@ def test_known_wrong_values(tmp_path):
     preds = {samples[0].id: f"Answer: {samples[0].target}", samples[1].id: f"({samples[1].target})",
              samples[2].id: wrong_letter, samples[3].id: "I cannot tell"}
     res = score("synth_text", write_preds(tmp_path / "p.jsonl", preds), tmp_path / "o")
-    assert res["n_samples"] == 4 and res["n_missing"] == 1
+    # the missing one counts as wrong and as a parse failure (score --missing wrong, the default)
+    assert res["n_samples"] == 5 and res["n_missing"] == 1 and res["n_errors"] == 0
     # headline = lm-eval mmlu_generative: "Answer: X" is not the letter; flexible reads it
-    assert res["metrics"]["accuracy"] == pytest.approx(25.0)
-    assert res["metrics"]["accuracy_flexible"] == pytest.approx(50.0)
-    assert res["metrics"]["parse_failure_rate"] == pytest.approx(0.0)
-    assert res["metrics"]["parse_failure_rate_flexible"] == pytest.approx(25.0)
+    assert res["metrics"]["accuracy"] == pytest.approx(20.0)
+    assert res["metrics"]["accuracy_flexible"] == pytest.approx(40.0)
+    assert res["metrics"]["parse_failure_rate"] == pytest.approx(20.0)
+    assert res["metrics"]["parse_failure_rate_flexible"] == pytest.approx(40.0)
 
     # synth_temporal_grounding: targets [1,3], [2,6], [4.5,7.5]
     preds = {"0": "The event happens in 2 - 3 seconds.",  # IoU 0.5
@@ -65,9 +68,10 @@ def test_known_wrong_values(tmp_path):
     res = score("synth_text", write_preds(tmp_path / "r.jsonl",
                                           {samples[0].id: f"<think>maybe A or B</think>{samples[0].target}"}),
                 tmp_path / "r")
-    assert res["metrics"]["accuracy"] == 100.0
-    line = json.loads((tmp_path / "r" / "synth_text" / "samples.jsonl").read_text())
-    assert line["reasoning"] == "maybe A or B" and line["answer"] == samples[0].target
+    assert res["metrics"]["accuracy"] == 20.0  # 1 of 5: the other four have no prediction
+    line = json.loads((tmp_path / "r" / "synth_text" / "samples.jsonl").read_text().splitlines()[0])
+    assert line["accuracy"] == 1.0 and line["reasoning"] == "maybe A or B"
+    assert line["prediction_answer"] == samples[0].target
 
 
 def test_run_samples_file_scores_again(tmp_path):

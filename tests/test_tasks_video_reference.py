@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from qwen3vl_eval.eval.adapters import Sample
-from qwen3vl_eval.eval.metrics import summarize
+from qwen3vl_eval.eval.aggregate import summarize
 from qwen3vl_eval.eval.results import score_sample
 from qwen3vl_eval.eval.task import load_registry
 

@@ -143,8 +143,8 @@ def _ratios(group: Sequence[dict]) -> list[str]:
 
 
 def write_charts(rows: Sequence[dict], out_dir: Path) -> dict[str, str]:
-    """throughput.png (prefill and decode tokens/s vs batch) and latency.png (TTFT and TPOT vs batch, with the
-    repeats' min-max as error bars)."""
+    """throughput.png (prefill and decode tokens/s vs batch) and latency.png (TTFT and TPOT vs batch): medians
+    with the repeats' min-max as error bars, y axes from 0 in their units, x ticks at the batch sizes run."""
     from qwen3vl_eval.report.charts import line_panels
 
     ok = [r for r in rows if not r.get("error")]
@@ -166,14 +166,15 @@ def write_charts(rows: Sequence[dict], out_dir: Path) -> dict[str, str]:
             ys.append(r.get(key))
             lo, hi = r.get(f"{key}_min"), r.get(f"{key}_max")
             spans.append((lo, hi) if lo is not None and hi is not None else None)
-    plain = {k: {label: (xs, ys) for label, (xs, ys, _) in s.items()} for k, s in series.items()}
     foot = footer(ok)
-    line_panels(out_dir / "throughput.png", [("Prefill", "tokens/s", plain["prefill_tokens_per_s"]),
-                                             ("Decode", "tokens/s", plain["decode_tokens_per_s"])],
-                xlabel="batch size", footer=foot, title="Throughput vs batch size")
-    line_panels(out_dir / "latency.png", [("Time to first token", "ms", series["ttft_ms"]),
-                                          ("Time per output token", "ms", series["tpot_ms"])],
-                xlabel="batch size", footer=foot, title="Latency vs batch size (bars: min–max of the repeats)")
+    repeats = ", ".join(sorted({str(r.get("repeats")) for r in ok if r.get("repeats")})) or "?"
+    bars = f"medians; bars: min–max over {repeats} repeats"
+    line_panels(out_dir / "throughput.png", [("Prefill", "prefill tokens/s", series["prefill_tokens_per_s"]),
+                                             ("Decode", "decode tokens/s", series["decode_tokens_per_s"])],
+                xlabel="batch size (conversations)", footer=foot, title=f"Throughput vs batch size ({bars})")
+    line_panels(out_dir / "latency.png", [("Time to first token", "TTFT (ms)", series["ttft_ms"]),
+                                          ("Time per output token", "TPOT (ms per token)", series["tpot_ms"])],
+                xlabel="batch size (conversations)", footer=foot, title=f"Latency vs batch size ({bars})")
     return {"throughput": "throughput.png", "latency": "latency.png"}
 
 

@@ -158,6 +158,7 @@ def run(
     from qwen3vl_eval.eval.recipes import check_recipe
     from qwen3vl_eval.eval.reports import limit_note
     from qwen3vl_eval.eval.runner import run_task
+    from qwen3vl_eval.eval.summary import write_run_summary
     from qwen3vl_eval.eval.task import check_media, resolve_tasks, with_media
     from qwen3vl_eval.report.html import write_index, write_task_page
 
@@ -285,6 +286,8 @@ def run(
             _print_summary(summary, output)
             if limit:
                 print(f"WARNING {limit_note(limit)}")
+            with output_errors(output):  # summary.json, summary.md, summary.png: every task in one table
+                print(f"summary {write_run_summary(output, summary)}")
             for p in pages:
                 print(f"html {p.describe()}")
     finally:

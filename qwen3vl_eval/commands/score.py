@@ -3,6 +3,7 @@ run)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -28,11 +29,14 @@ def score(
     judge_model: opt.JudgeModel = None,
     judge_api_key_env: opt.JudgeApiKeyEnv = None,
     judge_cache: opt.JudgeCache = None,
+    missing: str = typer.Option("wrong", "--missing", help="Task samples without a prediction: wrong (count 0 "
+                                "in every metric; default) or skip (leave out; the metrics then cover only "
+                                "the predicted samples, labelled so in every report)."),
 ) -> None:
     """Score a predictions file for one task."""
     from qwen3vl_eval.eval.data import load_samples
     from qwen3vl_eval.eval.judge import judge_from_options, judge_summary
-    from qwen3vl_eval.eval.results import score_predictions
+    from qwen3vl_eval.eval.results import MISSING_POLICIES, score_predictions
     from qwen3vl_eval.eval.rundir import RunLock, output_errors
     from qwen3vl_eval.eval.task import resolve_tasks
     from qwen3vl_eval.report.html import write_index, write_task_page
@@ -43,6 +47,8 @@ def score(
     spec = specs[0]
     if (predictions is None) == (write_oracle is None):
         raise InputError("give exactly one of --predictions FILE and --write-oracle FILE")
+    if missing not in MISSING_POLICIES:
+        raise InputError(f"--missing {missing}: expected one of {', '.join(MISSING_POLICIES)}")
     judge = judge_from_options(specs, judge_base_url, judge_model, judge_api_key_env, judge_cache)
     samples = load_samples(spec, data)
     if write_oracle is not None:
@@ -56,13 +62,18 @@ def score(
     with RunLock(run_dir), output_errors(out):  # one writer per run folder; a full disk is one line
         try:
             results = score_predictions(spec, samples, predictions, out, config={"data": data},
-                                        data_source=data or spec.data.describe(), judge=judge)
+                                        data_source=data or spec.data.describe(), judge=judge, missing=missing)
         finally:
             if judge is not None:
                 judge.close()
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in results["metrics"].items() if v is not None)
-    missing = f", {results['n_missing']} missing" if results.get("n_missing") else ""
-    print(f"{spec.task}: {metrics} (n={results['n_samples']}, errors {results['n_errors']}{missing})")
+    n_missing = f", missing {results['n_missing']}" if results.get("n_missing") else ""
+    print(f"{spec.task}: {metrics} (n={results['n_samples']}, errors {results['n_errors']}{n_missing})")
+    miss = results.get("missing")
+    if miss:
+        more = ", ..." if miss["n"] > len(miss["first_ids"]) else ""
+        print(f"WARNING: {miss['note']}; missing ids: {', '.join(map(str, miss['first_ids']))}{more}",
+              file=sys.stderr)
     if judge_summary(results):
         print(judge_summary(results))
     print(f"results in {out}")

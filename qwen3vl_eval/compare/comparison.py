@@ -14,6 +14,7 @@ from typing import Any
 
 from qwen3vl_eval.compare.gates import SPEED_KEYS, Gate
 from qwen3vl_eval.compare.results import Result, TaskResult, is_number
+from qwen3vl_eval.eval.aggregate import higher_is_better
 from qwen3vl_eval.report.stats import PairedCI, infer_scale, paired_bootstrap
 
 # Bench row fields that identify a configuration, and the figures compared between rows.
@@ -114,7 +115,7 @@ def _compare_task(c: Comparison, b: TaskResult, k: TaskResult, gate: Gate, *, re
                   confidence: float, seed: int) -> None:
     for metric in list(b.metrics) + [m for m in k.metrics if m not in b.metrics]:
         bv, kv = b.metrics.get(metric), k.metrics.get(metric)
-        hib = b.higher_is_better.get(metric, k.higher_is_better.get(metric, True))
+        hib = higher_is_better(metric, b.higher_is_better.get(metric, k.higher_is_better.get(metric)))
         row = MetricRow(b.task, metric, bv, kv, threshold=gate.threshold(b.task, metric), higher_is_better=hib)
         c.metrics.append(row)
         if bv is None:
@@ -133,11 +134,22 @@ def _compare_task(c: Comparison, b: TaskResult, k: TaskResult, gate: Gate, *, re
         drop = -row.delta if hib else row.delta
         if row.threshold is not None and drop > row.threshold + EPS:
             if gate.require_significant and row.ci is not None and not _significant_drop(row):
-                row.note = "drop beyond threshold but the paired CI includes 0"
+                row.note = "worse beyond threshold but the paired CI includes 0"
             else:
                 row.failed = True
-                c.failures.append(f"{b.task}:{metric}: dropped {drop:.2f} points "
-                                  f"({bv:.2f} -> {kv:.2f}), more than {row.threshold:g}")
+                c.failures.append(f"{b.task}:{metric}: {change_words(row.delta, hib)} ({bv:.2f} -> {kv:.2f}), "
+                                  f"worse by more than {row.threshold:g}")
+
+
+def change_words(delta: float | None, hib: bool) -> str:
+    """A metric's change in words that know its direction: "rose 16.67 points (worse; lower is better)"."""
+    if delta is None:
+        return "–"
+    if abs(delta) <= EPS:
+        return "unchanged"
+    better = (delta > 0) == hib
+    return (f"{'rose' if delta > 0 else 'fell'} {abs(delta):.2f} points ({'better' if better else 'worse'}; "
+            f"{'higher' if hib else 'lower'} is better)")
 
 
 def _significant_drop(row: MetricRow) -> bool:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from qwen3vl_eval.compare.comparison import Comparison, MetricRow, SpeedRow
+from qwen3vl_eval.compare.comparison import Comparison, MetricRow, SpeedRow, change_words
 from qwen3vl_eval.compare.gates import Gate, gate_summary
 from qwen3vl_eval.compare.results import Result
 from qwen3vl_eval.report.files import cell, fmt, markdown_table, write_json, write_text
@@ -15,14 +14,30 @@ def _signed(v: float | None, nd: int = 2) -> str:
     return "–" if v is None else f"{v:+.{nd}f}"
 
 
+RUN_VERSIONS = ("harness", "torch", "python", "transformers")  # the same for every task of a run
+TASK_VERSIONS = ("task", "prompt", "prompt_hash", "parser", "parser_flexible", "scorer", "scorer_flexible")
+
+
 def _versions(r: Result) -> str:
-    versions: dict[str, Any] = {}
-    for t in r.tasks.values():
-        versions.update(t.versions)
-    for row in r.bench:
-        if isinstance(row.get("versions"), dict):
-            versions.update(row["versions"])
-    return ", ".join(f"{k} {val}" for k, val in sorted(versions.items())) or "versions not recorded"
+    """The run-wide versions (harness, libraries) of a result; each task's own are in `versions_table`."""
+    versions: dict[str, set[str]] = {}
+    for v in [t.versions for t in r.tasks.values()] + [row.get("versions") for row in r.bench]:
+        for k, val in (v or {}).items() if isinstance(v, dict) else ():
+            if k in RUN_VERSIONS and val is not None:
+                versions.setdefault(k, set()).add(str(val))
+    return ", ".join(f"{k} {'/'.join(sorted(val))}" for k, val in sorted(versions.items())) or "versions not recorded"
+
+
+def versions_table(runs: list[Result]) -> str:
+    """Per task and run: the task, prompt, parser and scorer versions that decide its numbers."""
+    rows = []
+    for task in sorted({t for r in runs for t in r.tasks}):
+        for r in runs:
+            t = r.tasks.get(task)
+            if t is not None:
+                rows.append([task, r.label, *(cell(t.versions.get(k) if k != "task" else t.task_version)
+                                              for k in TASK_VERSIONS)])
+    return markdown_table(["task", "run", "task version", *TASK_VERSIONS[1:]], rows)
 
 
 def _describe(r: Result) -> str:
@@ -37,10 +52,11 @@ def metric_table(c: Comparison) -> str:
         ci = "–" if m.ci is None else f"[{m.ci.low:+.2f}, {m.ci.high:+.2f}] (n={m.ci.n})"
         status = "FAIL" if m.failed else ("ok" if m.threshold is not None else "")
         note = "; ".join(x for x in (m.note, m.ci_note) if x)
-        rows.append([m.task, m.metric, fmt(m.baseline, none="–"), fmt(m.candidate, none="–"), _signed(m.delta), ci,
-                     "–" if m.threshold is None else f"{m.threshold:g}", status, cell(note)])
-    return markdown_table(["task", "metric", "baseline", "candidate", "delta", "paired CI", "max drop", "gate",
-                           "note"], rows)
+        rows.append([m.task, m.metric, fmt(m.baseline, none="–"), fmt(m.candidate, none="–"), _signed(m.delta),
+                     change_words(m.delta, m.higher_is_better), ci, "–" if m.threshold is None else f"{m.threshold:g}",
+                     status, cell(note)])
+    return markdown_table(["task", "metric", "baseline", "candidate", "delta", "change", "paired CI", "max drop",
+                           "gate", "note"], rows)
 
 
 def speed_table(c: Comparison) -> str:
@@ -56,6 +72,9 @@ def render_markdown(comparisons: list[Comparison], gate: Gate, *, max_flips: int
     out = ["# Comparison report", "", f"Baseline: {_describe(base)}", ""]
     for c in comparisons:
         out.append(f"Candidate **{c.candidate.label}**: {_describe(c.candidate)}")
+    if any(r.tasks for r in [base, *(c.candidate for c in comparisons)]):
+        out += ["", "Task, prompt, parser and scorer versions per task (a difference changes what a number means):",
+                "", versions_table([base, *(c.candidate for c in comparisons)])]
     out += ["", "## Gate", "", gate_summary(gate), ""]
     failures = [f for c in comparisons for f in c.failures]
     if gate.active:
@@ -113,7 +132,8 @@ def to_json(comparisons: list[Comparison], gate: Gate) -> dict:
     def metric(m: MetricRow) -> dict:
         return {"task": m.task, "metric": m.metric, "baseline": m.baseline, "candidate": m.candidate,
                 "delta": m.delta, "ci": None if m.ci is None else m.ci.to_dict(), "ci_note": m.ci_note,
-                "threshold": m.threshold, "higher_is_better": m.higher_is_better, "failed": m.failed,
+                "threshold": m.threshold, "higher_is_better": m.higher_is_better,
+                "change": change_words(m.delta, m.higher_is_better), "failed": m.failed,
                 "note": m.note}
 
     def speed(s: SpeedRow) -> dict:
@@ -145,14 +165,20 @@ def write_charts(comparisons: list[Comparison], out_dir: Path) -> dict[str, str]
     footer = " | ".join(f"{r.label}: {', '.join(r.models) or '?'} ({', '.join(r.dates) or 'date ?'})" for r in runs)
     footer += f" | baseline: {_versions(base)}"
     made: dict[str, str] = {}
-    pairs = [(m.task, m.metric) for m in comparisons[0].metrics if m.baseline is not None]
-    if pairs:
-        series = {base.label: [base.tasks[t].metrics.get(m) for t, m in pairs]}
-        for c in comparisons:
-            series[c.candidate.label] = [c.candidate.tasks[t].metrics.get(m) if t in c.candidate.tasks else None
-                                         for t, m in pairs]
-        charts.grouped_bars(out_dir / "metrics.png", [f"{t}:{m}" for t, m in pairs], series,
-                            title="Metric values (0-100)", ylabel="points", footer=footer)
+    tasks: dict[str, list[str]] = {}
+    for m in comparisons[0].metrics:
+        if m.baseline is not None:
+            tasks.setdefault(m.task, []).append(m.metric)
+    if tasks:  # one panel per task (metrics as bars, runs as colours), wrapped into rows
+        facets = []
+        for task, names in tasks.items():
+            series = {base.label: [base.tasks[task].metrics.get(m) for m in names]}
+            for c in comparisons:
+                got = c.candidate.tasks.get(task)
+                series[c.candidate.label] = [got.metrics.get(m) if got else None for m in names]
+            facets.append((task, names, series))
+        charts.faceted_bars(out_dir / "metrics.png", facets, title="Metric values per task (percent, 0-100)",
+                            xlabel="percent", footer=footer)
         made["metrics"] = "metrics.png"
     for i, c in enumerate(comparisons):
         rows = [m for m in c.metrics if m.delta is not None]

@@ -32,24 +32,21 @@ class TaskResult:
     samples: dict[str, dict] | None = None
 
     def scores(self, metric: str) -> dict[str, float]:
-        """Per-sample scores for `metric` by id (a top-level field named after the metric, an entry of the
-        record's `scores` object, or, for a metric defined on another score such as acc@0.5 on `iou`, the
-        metric's per-sample value); a failed sample without a score counts as 0."""
-        from qwen3vl_eval.eval.metrics import METRICS
+        """Per-sample scores for `metric` by id: a top-level field named after the metric, else the metric's
+        per-sample value by the one denominator rule (`eval.aggregate.record_value`: from the record's `scores`,
+        e.g. acc@0.5 and acc@0.5_flexible from `iou`/`iou_flexible`, parse_failure_rate from `parsed`; a failed
+        sample counts 0, or as a parse failure)."""
+        from qwen3vl_eval.eval.aggregate import record_value
 
-        defined = METRICS.get(metric)
         out: dict[str, float] = {}
         for sid, rec in (self.samples or {}).items():
             v = rec.get(metric)
-            scores = rec.get("scores") if isinstance(rec.get("scores"), dict) else None
-            if v is None and scores is not None:
-                v = scores.get(metric)
-                if v is None and defined is not None and defined.key in scores:
-                    v = defined.sample_value(scores)
-            if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+            if not is_number(v):
+                v = record_value(metric, rec)
+            if v is None and rec.get("error"):  # a metric the table does not know, on a failed sample
+                v = 0.0
+            if is_number(v):
                 out[sid] = float(v)
-            elif v is None and rec.get("error"):
-                out[sid] = 0.0
         return out
 
 

@@ -32,6 +32,7 @@ from qwen3vl_eval.eval.judge_cache import JudgeCache, cache_key
 from qwen3vl_eval.eval.judge_prompts import JUDGE_PROMPTS, UNREAD, JudgePrompt
 from qwen3vl_eval.eval.metrics import JUDGED, SCORERS, get_metric
 from qwen3vl_eval.eval.parsers import PARSERS
+from qwen3vl_eval.eval.sample_log import has_field, read_field
 
 NOT_CONFIGURED = "no judge configured (pass --judge-base-url URL and --judge-model NAME to `run` or `score`)"
 
@@ -185,7 +186,7 @@ def apply_judge(spec: Any, samples: list, records: list[dict], judge: Judge | No
         s = by_id.get(rec["id"])
         if s is None or rec.get("error") or rec.get("scores") is None:
             continue  # failed samples count 0 in every metric already
-        answer = rec["answer"] if "answer" in rec else rec.get("prediction")
+        answer = read_field(rec, "prediction_answer") if has_field(rec, "prediction_answer") else rec.get("prediction")
         if answer is None:
             counts["unanswered"] += 1
             _put(rec, keys, {}, {"source": "unanswered"})

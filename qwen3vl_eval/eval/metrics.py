@@ -3,7 +3,8 @@
 A scorer (`SCORERS`, named by a task's `scorer:`) maps (extracted answer, target) to a dict of per-sample values
 in [0, 1], e.g. {"iou": 0.62}; the extracted answer is None when parsing failed. A metric (`METRICS`, listed in
 a task's `metrics:`) aggregates one of those values over samples, in percent: the mean, or the fraction at or
-above a threshold (R1@0.5, Acc@0.5). Failed samples count as 0.
+above a threshold (R1@0.5, Acc@0.5). Aggregation over a task's records, by the one denominator rule, and the
+table of metric directions are `eval.aggregate`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Metric:
         return float(v >= self.threshold) if self.threshold is not None else float(v)
 
     def aggregate(self, per_sample: Iterable[dict[str, float] | None]) -> float | None:
+        """100 * the mean of the per-sample values over every sample; a failed one (None) counts 0
+        (`eval.aggregate.DENOMINATOR_RULE`). A reference rule that aggregates otherwise overrides this."""
         vals = [self.sample_value(s) for s in per_sample]
         return 100.0 * sum(vals) / len(vals) if vals else None
 
@@ -325,37 +328,3 @@ def box_iou(a: list[float], b: list[float]) -> float:
 @scorer("box_iou")
 def _biou(pred: list[float] | None, target: dict) -> dict[str, float]:
     return {"iou": box_iou(pred, target["bbox"]) if pred is not None else 0.0}
-
-
-# ---------------------------------------------------------------- aggregation over a task's sample records
-
-def summarize(metric_names: list[str], records: list[dict], group_by: list[str] | None = None) -> dict[str, Any]:
-    """Metrics (percent) over sample records (failed ones count 0), the parse-failure rate over the samples
-    that produced text (and of the flexible reading), the same metrics per value of each `group_by` meta field,
-    and counts of Thinking replies cut before `</think>` and of MMMU's seeded letter guesses."""
-
-    def block(recs: list[dict]) -> dict[str, float | None]:
-        per = [None if r.get("error") else r.get("scores") for r in recs]
-        out = {m: get_metric(m).aggregate(per) for m in metric_names}
-        ok = [r for r in recs if not r.get("error")]
-        out["parse_failure_rate"] = 100.0 * sum(not r.get("parsed") for r in ok) / len(ok) if ok else None
-        if any(m.endswith(FLEXIBLE) for m in metric_names):
-            out["parse_failure_rate_flexible"] = (100.0 * sum(not r.get("parsed_flexible") for r in ok) / len(ok)
-                                                  if ok else None)
-        return out
-
-    breakdowns: dict[str, dict[str, dict]] = {}
-    for fld in group_by or []:
-        groups: dict[str, list[dict]] = {}
-        for r in records:
-            groups.setdefault(str((r.get("meta") or {}).get(fld)), []).append(r)
-        breakdowns[fld] = {k: {**block(v), "n": len(v)} for k, v in sorted(groups.items())}
-    return {
-        "metrics": block(records),
-        "n_samples": len(records),
-        "n_errors": sum(bool(r.get("error")) for r in records),
-        "n_parse_failures": sum(not r.get("error") and not r.get("parsed") for r in records),
-        "n_truncated_reasoning": sum(bool(r.get("truncated_reasoning")) for r in records),
-        "n_random_fallback": sum(bool((r.get("scores") or {}).get("random_fallback")) for r in records),
-        "breakdowns": breakdowns,
-    }

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from qwen3vl_eval.eval.sample_log import read_field
 from qwen3vl_eval.report.files import cell, markdown_table, write_json, write_text
 
 N_EXAMPLES = 5
@@ -23,6 +24,10 @@ def render_report(results: dict, records: list[dict]) -> str:
     out = [f"# {results['task']}", ""]
     if (results.get("config") or {}).get("limit"):
         out += [f"**{limit_note(results['config']['limit'])}**", ""]
+    miss = results.get("missing")
+    if miss:
+        ids = ", ".join(map(str, miss["first_ids"])) + (", ..." if miss["n"] > len(miss["first_ids"]) else "")
+        out += [f"**WARNING: {miss['note']}. Missing ids: {ids}.**", ""]
     model = results.get("model") or f"predictions {results['config'].get('predictions')}"
     info, cfg = results.get("model_info") or {}, results.get("config") or {}
     run = [f"{k} {v}" for k, v in (("dtype", info.get("dtype")), ("device", info.get("device")),
@@ -30,7 +35,8 @@ def render_report(results: dict, records: list[dict]) -> str:
                                    ("checkpoint sha256", (info.get("checkpoint_sha256") or "")[:16] or None),
                                    ("revision", info.get("revision"))) if v is not None]
     model_line = f"- model: `{model}`" + (f" ({', '.join(run)})" if run else "")
-    counts = [f"errors {results['n_errors']}", f"parse failures {results.get('n_parse_failures', 0)}"]
+    counts = [f"errors {results['n_errors']}", *([f"missing {results['n_missing']}"] if results.get("n_missing")
+                                                   else []), f"parse failures {results.get('n_parse_failures', 0)}"]
     counts += [f"{label} {results[k]}" for k, label in (("n_truncated_reasoning", "truncated reasoning"),
                                                          ("n_random_fallback", "random letter fallbacks"))
                if results.get(k)]
@@ -52,6 +58,9 @@ def render_report(results: dict, records: list[dict]) -> str:
     if results.get("judge"):
         out += [judge_line(results["judge"]), ""]
     out += ["## Metrics", "", markdown_table(["metric", "value"], [[k, v] for k, v in m.items()]), ""]
+    if results.get("scoring"):
+        out += [f"Denominator: {results['scoring']['rule']}."]
+        out += [f"- `{k}`: {v}" for k, v in (results["scoring"].get("exceptions") or {}).items()] + [""]
     for fld, groups in (results.get("breakdowns") or {}).items():
         names = [k for k in next(iter(groups.values()), {}) if k != "n"]
         out += [f"## By {fld}", "", markdown_table([fld, "n", *names], [[g, v["n"], *[v[k] for k in names]]
@@ -62,11 +71,14 @@ def render_report(results: dict, records: list[dict]) -> str:
                 ["generated tokens", tp.get("generated_tokens")], ["wall s", tp.get("wall_s")]]
         rows += [[f"{k} s", v] for k, v in (tp.get("time_s") or {}).items()]
         out += ["## Throughput", "", markdown_table(["", "value"], rows), ""]
+        if tp.get("note"):
+            out += [f"Throughput: {tp['note']}.", ""]
     ok = [r for r in records if not r.get("error")][:N_EXAMPLES]
     if ok:
-        rows = [[r["id"], *(cell(r.get(k), 80) for k in ("target", "prediction", "extracted", "scores"))]
-                for r in ok]
-        out += ["## Examples", "", markdown_table(["id", "target", "prediction", "extracted", "scores"], rows), ""]
+        rows = [[r["id"], cell(r.get("target"), 80), cell(r.get("prediction"), 80),
+                 cell(read_field(r, "parsed_prediction"), 80), cell(r.get("scores"), 80)] for r in ok]
+        out += ["## Examples", "", markdown_table(["id", "target (gold)", "prediction (model, raw)",
+                                                   "parsed_prediction", "scores"], rows), ""]
     bad = [r for r in records if r.get("error")][:N_EXAMPLES]
     if bad:
         rows = [[r["id"], cell(r["error"], 160)] for r in bad]

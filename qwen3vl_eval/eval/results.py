@@ -12,15 +12,17 @@ from typing import Any
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval import reference_lm_eval, reference_lmms  # noqa: F401  (register the headline rules)
 from qwen3vl_eval.eval.adapters import Sample
+from qwen3vl_eval.eval.aggregate import DENOMINATOR_RULE, exceptions, higher_is_better, summarize
 from qwen3vl_eval.eval.judge import apply_judge
 from qwen3vl_eval.eval.judge_prompts import JUDGE_PROMPTS
-from qwen3vl_eval.eval.metrics import SCORERS, summarize
+from qwen3vl_eval.eval.metrics import SCORERS
 from qwen3vl_eval.eval.parsers import PARSERS
-from qwen3vl_eval.eval.prompts import PROMPTS
+from qwen3vl_eval.eval.prompts import PROMPTS, build_messages
 from qwen3vl_eval.eval.reports import write_outputs
-from qwen3vl_eval.eval.sample_log import read_predictions, write_records
+from qwen3vl_eval.eval.sample_log import prompt_fields, read_predictions, write_records
 from qwen3vl_eval.eval.task import TaskSpec
 from qwen3vl_eval.processor.chat import split_reasoning
+from qwen3vl_eval.report.files import read_json
 from qwen3vl_eval.runtime.timing import PHASES
 
 TIMING_KEYS = PHASES
@@ -35,16 +37,20 @@ def now() -> str:
 def score_sample(spec: TaskSpec, sample: Sample, prediction: str | None, error: str | None = None,
                  extra: dict | None = None, *, split: tuple[str | None, str] | None = None,
                  thinking: bool = False) -> dict:
-    """The samples.jsonl record of one sample: raw prediction, reasoning (left out of scoring), answer, extracted
-    value, target, per-sample scores (headline, then `<key>_flexible` from the task's flexible reading), error.
+    """The samples.jsonl record of one sample (fields documented in the README, "samples.jsonl"): the prompt
+    as text (media as placeholders), the raw `prediction`, its `reasoning` (left out of scoring), its
+    `prediction_answer`, the `parsed_prediction`, the gold `target`, per-sample scores (headline, then
+    `<key>_flexible` from the task's flexible reading), `error`.
     `split` is the reply's (reasoning, answer) when the backend gave them (`Reply.reasoning`, `Reply.answer`);
     else the prediction is split here (`split_reasoning`). The answer after `</think>` is stripped (lmms-eval's
     Qwen3-VL reading); without `</think>` the reply is scored as generated (the reference scorers see the raw
     text). A reply cut off before `</think>` (a Thinking checkpoint's, `thinking=True`, or one that opened
     `<think>`) has no answer: a parse failure of both readings, counted as `truncated_reasoning`."""
-    rec: dict[str, Any] = {"id": sample.id, "prediction": prediction}
+    rec: dict[str, Any] = {"id": sample.id, **prompt_fields(build_messages(PROMPTS[spec.prompt], sample,
+                                                                             sample.images, spec.media)),
+                           "prediction": prediction}
     if error is not None or prediction is None:
-        rec.update(extracted=None, parsed=False, target=sample.target, scores=None,
+        rec.update(parsed_prediction=None, parsed=False, target=sample.target, scores=None,
                    error=error or "no prediction")
     else:
         reasoning, answer = split if split is not None else split_reasoning(prediction)
@@ -52,13 +58,14 @@ def score_sample(spec: TaskSpec, sample: Sample, prediction: str | None, error: 
             reasoning, answer = prediction.replace("<think>", "", 1).strip(), None
         elif reasoning is not None:
             answer = answer.strip()
-        extracted = None if answer is None else PARSERS[spec.parser](answer, sample)
-        scores = SCORERS[spec.scorer](extracted, sample.target)
-        rec.update(answer=answer, extracted=extracted, parsed=extracted is not None, target=sample.target)
+        parsed = None if answer is None else PARSERS[spec.parser](answer, sample)
+        scores = SCORERS[spec.scorer](parsed, sample.target)
+        rec.update(prediction_answer=answer, parsed_prediction=parsed, parsed=parsed is not None,
+                   target=sample.target)
         if spec.flexible:
             flex = None if answer is None else PARSERS[spec.flexible["parser"]](answer, sample)
             scores |= {f"{k}_flexible": v for k, v in SCORERS[spec.flexible["scorer"]](flex, sample.target).items()}
-            rec.update(extracted_flexible=flex, parsed_flexible=flex is not None)
+            rec.update(parsed_prediction_flexible=flex, parsed_flexible=flex is not None)
         rec.update(scores=scores, error=None)
         # CONTRACTS section 5: the per-sample scores are fields of the line; `scores` groups them as well
         rec.update({k: v for k, v in scores.items() if k not in rec})
@@ -114,6 +121,21 @@ def throughput(per_rank: list[dict], *, resumed_from: int, with_requests: bool) 
     return out
 
 
+def earlier_throughput(out_dir: Path, tp: dict[str, Any]) -> dict[str, Any]:
+    """`tp`, or, when this (resumed) run generated nothing, the figures of the run that did, from the
+    results.json already in `out_dir`, marked `from_earlier_run` (that run's date) with this run's
+    `resumed_from`."""
+    if tp["samples"]:
+        return tp
+    old = read_json(out_dir / "results.json", default=None)
+    prev = old.get("throughput") if isinstance(old, dict) else None
+    if not isinstance(prev, dict) or not prev.get("samples"):
+        return {**tp, "note": "no figures: every sample was generated by an earlier run that wrote no results"}
+    when = prev.get("from_earlier_run") or old.get("finished") or old.get("created")
+    return {**prev, "resumed_from": tp["resumed_from"], "from_earlier_run": when,
+            "note": f"nothing left to generate; figures from the earlier run ({when})"}
+
+
 # ---------------------------------------------------------------- results
 
 def finish(spec: TaskSpec, samples: list[Sample], records: list[dict], out_dir: Path, config: dict,
@@ -134,8 +156,9 @@ def finish(spec: TaskSpec, samples: list[Sample], records: list[dict], out_dir: 
         **summary,
         "primary_metric": spec.primary_metric,
         "reference": spec.reference or None,
-        "higher_is_better": {m: True for m in spec.all_metrics + judged} | {"parse_failure_rate": False,
-                                                                   "parse_failure_rate_flexible": False},
+        "higher_is_better": {m: higher_is_better(m) for m in summary["metrics"]},
+        "scoring": {"denominator": "n_samples", "rule": DENOMINATOR_RULE,
+                    "exceptions": exceptions(list(summary["metrics"]))},
         "config": config,
         "throughput": extra.pop("throughput", None),
         "versions": versions(spec),
@@ -174,24 +197,53 @@ def versions(spec: TaskSpec) -> dict[str, Any]:
     return out
 
 
+MISSING_POLICIES = ("wrong", "skip")
+N_MISSING_IDS = 5  # missing ids named in results.json, report.md and on the console
+
+
 def score_predictions(spec: TaskSpec, samples: list[Sample], predictions: Path, out_dir: Path,
-                      config: dict | None = None, data_source: str = "", judge: Any = None) -> dict:
+                      config: dict | None = None, data_source: str = "", judge: Any = None,
+                      missing: str = "wrong") -> dict:
     """Score a predictions file against a task's samples without a model (judged by `judge` when the task has a
-    `judge:` block and one is given); same outputs as `run_task`."""
+    `judge:` block and one is given); same outputs as `run_task`.
+    A task sample with no prediction is, with `missing="wrong"`, logged as failed (`missing: true`) and counts
+    0 in every metric; with `"skip"` it is left out and the metrics cover only the predicted samples. Either
+    way results.json `missing` names how many and the first few ids."""
+    if missing not in MISSING_POLICIES:
+        raise TaskError(f"--missing {missing}: expected one of {', '.join(MISSING_POLICIES)}")
     preds = read_predictions(predictions)
     known = {s.id for s in samples}
     unknown = [k for k in preds if k not in known]
     if unknown:
         raise TaskError(f"{predictions}: field id: {len(unknown)} id(s) not in task {spec.task}, "
                         f"e.g. {unknown[0]!r}")
-    records = []
+    records, absent = [], []
     for s in samples:
         p = preds.get(s.id)
+        if p is not None and p.get("missing"):  # a missing record of an earlier `score` is missing again
+            p = None
         if p is not None:
             records.append(score_sample(spec, s, p["prediction"], p.get("error") if p["prediction"] is None
                                         else None))
+        else:
+            absent.append(s.id)
+            if missing == "wrong":
+                records.append(score_sample(spec, s, None, f"missing: no prediction in {predictions}",
+                                            extra={"missing": True}))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_records(out_dir / "samples.jsonl", records)
-    cfg = {"model": None, "predictions": str(predictions), **(config or {})}
-    extra = {"n_missing": len(samples) - len(records), "data_source": data_source}
+    cfg = {"model": None, "predictions": str(predictions), "missing": missing, **(config or {})}
+    extra: dict[str, Any] = {"n_missing": len(absent), "data_source": data_source}
+    if absent:
+        extra["missing"] = {"n": len(absent), "of": len(samples), "policy": missing,
+                            "first_ids": absent[:N_MISSING_IDS], "note": missing_note(len(absent), len(samples),
+                                                                                      missing)}
     return finish(spec, samples, records, out_dir, cfg, extra, judge)
+
+
+def missing_note(n: int, of: int, policy: str) -> str:
+    """The one sentence that says what missing predictions did to the numbers."""
+    if policy == "skip":
+        return (f"{n} of {of} task samples have no prediction and are LEFT OUT (--missing skip): the metrics "
+                f"cover {of - n} samples, not the whole task")
+    return f"{n} of {of} task samples have no prediction and count as wrong (--missing wrong)"

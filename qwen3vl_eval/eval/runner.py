@@ -4,7 +4,8 @@ results.json and report.md (CONTRACTS section 5). The log is `eval.sample_log`, 
 
 A sample that fails (missing or corrupt media, a prompt the backend rejects) is logged with its error, counts as
 0 and in `n_errors`, and the run goes on; a batch that raises is retried one sample at a time to find the
-culprit. `resume=True` skips ids already logged.
+culprit. `resume=True` skips ids already logged; a resume with nothing left to generate keeps the earlier run's
+throughput figures (`throughput.from_earlier_run`).
 
 Resources: an out-of-memory error (`torch.OutOfMemoryError`, a RuntimeError saying "out of memory", or
 `BatchOutOfMemory`) halves the batch and retries; later batches keep the smaller size, and results.json
@@ -37,6 +38,7 @@ from qwen3vl_eval.eval.media import checked_image
 from qwen3vl_eval.eval.prompts import PROMPTS, build_messages
 from qwen3vl_eval.eval.results import (
     TIMING_KEYS,
+    earlier_throughput,
     finish,
     now,
     request_latencies,
@@ -121,8 +123,8 @@ def run_task(spec: TaskSpec, samples: list[Sample], backend: Backend, out_dir: P
     if not dist.is_main:
         return None
     records = merge_logs(out_dir, samples)
-    extra = {"model_info": dict(backend.info()),
-             "throughput": throughput(per_rank, resumed_from=len(done), with_requests=hasattr(backend, "requests")),
+    tp = throughput(per_rank, resumed_from=len(done), with_requests=hasattr(backend, "requests"))
+    extra = {"model_info": dict(backend.info()), "throughput": earlier_throughput(out_dir, tp),
              "started": started, "finished": now(), "data_source": data_source}
     cfg = {**(config or {}), "batch_size": batch_size, "generation": _as_dict(params),
            "sample_timeout": sample_timeout, "world_size": dist.world_size}

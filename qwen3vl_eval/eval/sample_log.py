@@ -4,6 +4,10 @@ Crash safety: each finished batch is appended in one write, flushed and fsync'd 
 (even SIGKILL) loses at most the batch in flight. Reading drops a torn last line, and a resume cuts it off
 (`read_records(repair=True)`). A data-parallel run writes one `samples.rank{r}.jsonl` per rank; `merge_logs`
 folds them into `samples.jsonl` in dataset order.
+
+Field names: what the model wrote is `prediction` (raw), `reasoning`, `prediction_answer` and
+`parsed_prediction[_flexible]`; the gold is `target`. Files written before these names (`answer`, `extracted`)
+are read through `parsed_prediction` and `prediction_answer` here.
 """
 
 from __future__ import annotations
@@ -13,14 +17,74 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.adapters import Sample
+from qwen3vl_eval.eval.media import LazyCell
 from qwen3vl_eval.jsonio import read_jsonl
 from qwen3vl_eval.report.files import write_text
 
 log = logging.getLogger(__name__)
+
+
+# field names of older samples.jsonl files, still read
+_OLD_NAMES = {"parsed_prediction": "extracted", "parsed_prediction_flexible": "extracted_flexible",
+              "prediction_answer": "answer"}
+
+
+def read_field(rec: dict, name: str) -> Any:
+    """A model-side field of a record (`parsed_prediction`, `parsed_prediction_flexible`, `prediction_answer`),
+    under its current name or the one files written before it used."""
+    if name in rec:
+        return rec[name]
+    return rec.get(_OLD_NAMES.get(name, name))
+
+
+def has_field(rec: dict, name: str) -> bool:
+    """Whether a record carries `name` (or its older name)."""
+    return name in rec or _OLD_NAMES.get(name, name) in rec
+
+
+def media_reference(ref: Any) -> str | None:
+    """Where a sample's image or video is, as text for the log: its path or the file name in the dataset; None
+    for media held only as bytes. Bytes never go into samples.jsonl."""
+    if isinstance(ref, (str, os.PathLike)):
+        return str(ref)
+    if isinstance(ref, LazyCell):
+        try:
+            path = ref.column[ref.index]["path"].as_py()  # the struct's path, without materialising the bytes
+        except (KeyError, TypeError, IndexError, AttributeError):
+            return None
+        return str(path) if path else None
+    if isinstance(ref, dict):
+        return str(ref["path"]) if ref.get("path") else None
+    return None
+
+
+def prompt_fields(messages: list[dict]) -> dict[str, Any]:
+    """`prompt` (the user turn's text with each image and video as an `<image k>` / `<video k>` placeholder, in
+    the order the model sees them) and `media` (placeholder -> path or dataset file name, when one is known) of
+    a sample's conversation as `eval.prompts.build_messages` writes it (media not opened)."""
+    parts, media = [], {}
+    counts = {"image": 0, "video": 0}
+    for message in messages:
+        content = message.get("content")
+        for item in [{"type": "text", "text": content}] if isinstance(content, str) else content or []:
+            kind = item.get("type")
+            if kind == "text":
+                parts.append(str(item.get("text", "")))
+            elif kind in counts:
+                tag = f"<{kind} {counts[kind]}>"
+                counts[kind] += 1
+                parts.append(tag)
+                ref = media_reference(item.get(kind))
+                if ref is not None:
+                    media[tag] = ref
+    out: dict[str, Any] = {"prompt": "\n".join(parts)}
+    if media:
+        out["media"] = media
+    return out
 
 
 def read_records(path: Path, repair: bool = False) -> list[dict]:

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen3vl_eval.eval.sample_log import has_field, read_field
 from qwen3vl_eval.report.html.media import TIMELINE_FRAMES, Clip, MediaStore, SampleMedia, Thumb
 
 CORRECT_AT = 0.5  # a sample is correct when its primary metric's per-sample value is at least this
@@ -40,7 +41,7 @@ def status(rec: dict, metric: str) -> str:
     """correct, wrong, parse_failure or error (see `CORRECT_AT`)."""
     if rec.get("error"):
         return "error"
-    if not rec.get("parsed", rec.get("extracted") is not None):
+    if not rec.get("parsed", read_field(rec, "parsed_prediction") is not None):
         return "parse_failure"
     v = primary_value(rec, metric)
     return "correct" if v is not None and v >= CORRECT_AT else "wrong"
@@ -132,13 +133,15 @@ def build_row(store: MediaStore, rec: dict, sample: Any, spec: Any, metric: str)
     media = store.sample_media(sample, spec, TIMELINE_FRAMES if video_span else None)
     scores = rec.get("scores") if isinstance(rec.get("scores"), dict) else {}
     row = Row(id=str(rec.get("id")), status=status(rec, metric), prompt=prompt_text(sample, spec),
-              prediction=rec.get("prediction"), extracted=rec.get("extracted"), target=target,
+              prediction=rec.get("prediction"), extracted=read_field(rec, "parsed_prediction"), target=target,
               scores=list(scores.items()), error=rec.get("error"), media=media, reasoning=rec.get("reasoning"),
-              extracted_flexible=rec.get("extracted_flexible"), has_flexible="extracted_flexible" in rec,
+              extracted_flexible=read_field(rec, "parsed_prediction_flexible"),
+              has_flexible=has_field(rec, "parsed_prediction_flexible"),
               meta=rec.get("meta") if isinstance(rec.get("meta"), dict) else {})
     box = _numbers(target.get("bbox"), 4) if isinstance(target, dict) else None
     if box and media.images:
-        row.boxes = Boxes(media.images[0], box, _numbers(rec.get("extracted"), 4))
+        row.boxes = Boxes(media.images[0], box, _numbers(read_field(rec, "parsed_prediction"), 4))
     if video_span and media.clips:
-        row.timeline = _timeline(media.clips[0], _numbers(target, 2), _numbers(rec.get("extracted"), 2))
+        row.timeline = _timeline(media.clips[0], _numbers(target, 2),
+                                 _numbers(read_field(rec, "parsed_prediction"), 2))
     return row
