@@ -80,6 +80,8 @@ def test_missing_predictions_count_as_wrong_and_are_named(tmp_path):
     assert ", ".join(ids[1:5]) in r.output
     assert report.startswith("# synth_text\n\n**WARNING: 4 of 5 task samples have no prediction")
     assert "- samples: 5 (errors 0, missing 4, " in report
+    summary = json.loads((tmp_path / "wrong" / "summary.json").read_text())  # score writes the run summary too
+    assert summary["tasks"][0]["n_missing"] == 4 and summary["tasks"][0]["value"] == 20.0
     recs = read_records(tmp_path / "wrong" / "synth_text" / "samples.jsonl")
     assert [r.get("missing", False) for r in recs] == [False, True, True, True, True]
     assert all(r["error"].startswith("missing: ") and r["prediction"] is None for r in recs[1:])

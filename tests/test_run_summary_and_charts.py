@@ -40,12 +40,11 @@ def oracle_backend(task: str, samples: list) -> FakeBackend:
 
 
 def test_run_summary_has_every_task_headline_with_provenance(tmp_path):
-    results = []
     for task in ("synth_text", "synth_grounding"):
         samples = load_samples(REGISTRY[task])[:3]
-        results.append(run_task(REGISTRY[task], samples, oracle_backend(task, samples), tmp_path / task, PARAMS,
-                                config={"model": "fake-model", "backend": "native", "limit": 3}))
-    md = write_run_summary(tmp_path, results).read_text()
+        run_task(REGISTRY[task], samples, oracle_backend(task, samples), tmp_path / task, PARAMS,
+                 config={"model": "fake-model", "backend": "native", "limit": 3})
+    md = write_run_summary(tmp_path).read_text()  # every task folder of the run folder
     s = json.loads((tmp_path / "summary.json").read_text())
     assert (s["model"], s["backend"], s["dtype"], s["device"], s["limit"]) == ("fake-model", "native", "float32",
                                                                                "cpu", "3")

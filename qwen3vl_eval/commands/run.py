@@ -287,7 +287,7 @@ def run(
             if limit:
                 print(f"WARNING {limit_note(limit)}")
             with output_errors(output):  # summary.json, summary.md, summary.png: every task in one table
-                print(f"summary {write_run_summary(output, summary)}")
+                print(f"summary {write_run_summary(output)}")
             for p in pages:
                 print(f"html {p.describe()}")
     finally:

@@ -38,6 +38,7 @@ def score(
     from qwen3vl_eval.eval.judge import judge_from_options, judge_summary
     from qwen3vl_eval.eval.results import MISSING_POLICIES, score_predictions
     from qwen3vl_eval.eval.rundir import RunLock, output_errors
+    from qwen3vl_eval.eval.summary import write_run_summary
     from qwen3vl_eval.eval.task import resolve_tasks
     from qwen3vl_eval.report.html import write_index, write_task_page
 
@@ -66,6 +67,7 @@ def score(
         finally:
             if judge is not None:
                 judge.close()
+        summary = write_run_summary(run_dir)  # the run folder's summary, as `run` writes it
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in results["metrics"].items() if v is not None)
     n_missing = f", missing {results['n_missing']}" if results.get("n_missing") else ""
     print(f"{spec.task}: {metrics} (n={results['n_samples']}, errors {results['n_errors']}{n_missing})")
@@ -77,6 +79,7 @@ def score(
     if judge_summary(results):
         print(judge_summary(results))
     print(f"results in {out}")
+    print(f"summary {summary}")
     page = write_task_page(out, spec, samples)
     for p in (page, write_index(run_dir, [page])):
         print(f"html {p.describe()}")

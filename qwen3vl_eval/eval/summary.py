@@ -1,6 +1,7 @@
 """The run-level summary: `summary.json`, `summary.md` and `summary.png` in the run folder, every task's headline
 metric in one table with what produced it (model, backend, dtype, device, versions, date) and the reference each
-headline follows. Built from the tasks' results (nothing is recomputed)."""
+headline follows. Built from the task folders' results.json (nothing is recomputed); `run` and `score` both
+write it."""
 
 from __future__ import annotations
 
@@ -88,9 +89,17 @@ def render_summary(summary: dict, chart: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_run_summary(output: Path, results: list[dict], *, chart: bool = True) -> Path:
-    """summary.json, summary.md and (with `chart`) summary.png in `output`; returns the summary.md path."""
-    summary = run_summary(results)
+def task_results(output: Path) -> list[dict]:
+    """The results.json of every task folder in a run folder (`run` and `score` lay them out alike), by name."""
+    from qwen3vl_eval.report.files import read_json
+
+    return [read_json(p / "results.json") for p in sorted(output.iterdir()) if (p / "results.json").is_file()]
+
+
+def write_run_summary(output: Path, *, chart: bool = True) -> Path:
+    """summary.json, summary.md and (with `chart`) summary.png in the run folder `output`, over every task
+    folder in it; returns the summary.md path."""
+    summary = run_summary(task_results(output))
     made = None
     scored = [t for t in summary["tasks"] if t["value"] is not None]
     if chart and scored:
