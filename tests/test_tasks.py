@@ -23,10 +23,12 @@ def registry():
 def test_registry_has_the_floor(registry):
     assert set(REAL + SYNTH) <= set(registry)
     s = suites(registry)
-    assert set(s["imageqa"]) == {"docvqa_val", "chartqa_test", "textvqa_val", "mmmu_val"}
+    assert set(s["imageqa"]) == {"docvqa_val", "chartqa_test", "textvqa_val", "mmmu_val", "ocrbench", "infovqa_val",
+                                 "ai2d_test", "mmbench_en_dev", "mmstar", "realworldqa", "mathvista_testmini",
+                                 "hallusionbench"}
     assert set(s["videoqa"]) == {"videomme", "mvbench", "longvideobench_val", "mlvu_dev", "lvbench"}
     assert s["temporal_grounding"] == ["charades_sta"]
-    assert set(s["grounding"]) == {"refcoco_val", "refcoco_testA", "refcoco_testB"}
+    assert set(s["grounding"]) == {"refcoco_val", "refcoco_testA", "refcoco_testB", "screenspot_v2"}
     assert set(s["text"]) == {"mmlu", "gsm8k"} and set(s["smoke"]) == set(SYNTH)
 
 

@@ -35,9 +35,18 @@ class TaskResult:
         """Per-sample scores for `metric` by id: a top-level field named after the metric, else the metric's
         per-sample value by the one denominator rule (`eval.aggregate.record_value`: from the record's `scores`,
         e.g. acc@0.5 and acc@0.5_flexible from `iou`/`iou_flexible`, parse_failure_rate from `parsed`; a failed
-        sample counts 0, or as a parse failure)."""
+        sample counts 0, or as a parse failure). A group metric (CircularEval, fAcc, ...; `eval.group_metrics`)
+        gives one value per group instead, keyed by its first sample's id."""
         from qwen3vl_eval.eval.aggregate import record_value
+        from qwen3vl_eval.eval.group_metrics import GroupMetric
+        from qwen3vl_eval.eval.metrics import get_metric
 
+        try:
+            defined = get_metric(metric)
+        except KeyError:
+            defined = None
+        if isinstance(defined, GroupMetric) and defined.reduce != "sum":  # paired by group (its first sample)
+            return defined.group_values(list((self.samples or {}).values()))
         out: dict[str, float] = {}
         for sid, rec in (self.samples or {}).items():
             v = rec.get(metric)

@@ -75,8 +75,8 @@ def summarize(metric_names: list[str], records: list[dict], group_by: list[str] 
                                                                            for m in metric_names) else [])
 
     def block(recs: list[dict]) -> dict[str, float | None]:
-        per = [None if r.get("error") else r.get("scores") for r in recs]  # a failed sample: None, counted 0
-        out: dict[str, float | None] = {m: get_metric(m).aggregate(per) for m in metric_names}
+        # a failed sample: None, counted 0; group metrics (`eval.group_metrics`) also read the records' meta
+        out: dict[str, float | None] = {m: get_metric(m).aggregate_records(recs) for m in metric_names}
         for m in rates:
             vals = [record_value(m, r) for r in recs]
             vals = [0.0 if v is None else v for v in vals]

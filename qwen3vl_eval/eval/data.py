@@ -105,6 +105,9 @@ def _split_files(root: Path, split: str, config: str | None) -> list[Path]:
                 or re.search(rf"-{re.escape(split)}-\d+-of-\d+$", stem) is not None or split in parts[:-1])
 
     hits = [p for p in files if is_split(p)]
+    if not hits and len(files) == 1 and not re.search(r"(?:^|[-_.])(?:train|test|val|validation|dev)(?:$|[-_.])",
+                                                         files[0].stem):
+        hits = files  # one file named after the dataset (Lin-Chen/MMStar's mmstar.parquet): its only split
     if config:
         by_cfg = [p for p in hits if config in p.relative_to(root).parts[:-1]]
         hits = by_cfg or hits

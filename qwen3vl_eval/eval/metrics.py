@@ -49,6 +49,10 @@ class Metric:
         vals = [self.sample_value(s) for s in per_sample]
         return 100.0 * sum(vals) / len(vals) if vals else None
 
+    def aggregate_records(self, records: list[dict]) -> float | None:
+        """The metric over sample records (failed ones count 0); group metrics also read the records' meta."""
+        return self.aggregate([None if r.get("error") else r.get("scores") for r in records])
+
 
 METRICS: dict[str, Metric] = {
     m.name: m

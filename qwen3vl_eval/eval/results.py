@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from qwen3vl_eval.errors import TaskError
-from qwen3vl_eval.eval import reference_lm_eval, reference_lmms  # noqa: F401  (register the headline rules)
+from qwen3vl_eval.eval import (  # noqa: F401  (register the headline rules, the issue #16 image tasks)
+    adapters_image,
+    group_metrics,
+    parsers_image,
+    reference_lm_eval,
+    reference_lmms,
+)
 from qwen3vl_eval.eval.adapters import Sample
 from qwen3vl_eval.eval.aggregate import DENOMINATOR_RULE, exceptions, higher_is_better, summarize
 from qwen3vl_eval.eval.judge import apply_judge

@@ -148,8 +148,11 @@ def _read_yaml(path: Path, depth: int = 0) -> dict:
 
 def parse_task(raw: dict, source: str = "<dict>") -> TaskSpec:
     """Validate a merged task mapping against the schema and the registries."""
-    from qwen3vl_eval.eval import (  # noqa: F401  (register the headline rules and the video adapters)
+    from qwen3vl_eval.eval import (  # noqa: F401  (register the headline rules, the video and image tasks)
+        adapters_image,
         adapters_video,
+        group_metrics,
+        parsers_image,
         reference_lm_eval,
         reference_lmms,
         reference_video,
