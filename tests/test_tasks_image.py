@@ -53,7 +53,7 @@ def oracle(task: str, s) -> str:  # noqa: ANN001
     if task == "hallusionbench":
         return "Yes" if t == "1" else "No"
     if task == "screenspot_v2":
-        b = t["bbox"]
+        b = t["box"]
         return f"[{round((b[0] + b[2]) * 500)}, {round((b[1] + b[3]) * 500)}]"
     return t
 
@@ -94,7 +94,7 @@ def test_adapter_details():
     image = samples("screenspot_v2")[0].images[0]  # 120 x 80
     rows = Rows([{"bbox": b, "instruction": "tap", "image": image} for b in ([12, 8, 30, 20], [60, 40, 5, 4])],
                 DATA, "t")
-    got = [x.target["bbox"] for x in ADAPTERS["screenspot"](rows, Context(DATA))]
+    got = [x.target["box"] for x in ADAPTERS["screenspot"](rows, Context(DATA))]
     assert got == [pytest.approx([0.1, 0.1, 0.25, 0.25]), pytest.approx([0.5, 0.5, 65 / 120, 0.55])]
 
 
@@ -226,3 +226,16 @@ def test_compare_pairs_group_metrics_by_group(tmp_path):
     assert r.exit_code == 0, r.output
     row = next(line for line in r.output.splitlines() if "| circular_accuracy |" in line)
     assert "(n=3)" in row  # one pair per question (its rotations together), not per row
+
+
+def test_mathvista_rule_extractor_is_the_judge_seam():
+    from qwen3vl_eval.eval.reference_image import mathvista_normalize, mathvista_rule_extract
+
+    mc = {"question_type": "multi_choice", "answer_type": "text", "choices": ["30", "45"], "precision": None}
+    num = {"question_type": "free_form", "answer_type": "integer", "choices": [], "precision": None}
+    flt = {"question_type": "free_form", "answer_type": "float", "choices": [], "precision": 2.0}
+    assert mathvista_rule_extract(" 45 ", mc) == "45" and mathvista_rule_extract("B", mc) is None
+    assert mathvista_rule_extract("7", num) == "7" and mathvista_rule_extract("7.0", num) is None
+    assert mathvista_rule_extract("The answer is 7.", num) is None and mathvista_rule_extract("", num) == ""
+    assert mathvista_rule_extract("1.5", flt) == "1.5" and mathvista_normalize("1.505", flt) == "1.5"
+    assert mathvista_normalize("(B) 45", mc) == "45" and mathvista_normalize("", mc) == "30"  # nearest to ""

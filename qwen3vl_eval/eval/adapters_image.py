@@ -147,7 +147,8 @@ def normalized_box(bbox: list[float], width: float, height: float) -> list[float
 @adapter("screenspot")
 def _screenspot(rows: Rows, ctx: Context) -> Iterator[Sample]:
     """HongxinLi/ScreenSpot_v2: `instruction`, `bbox` (fractions [x1, y1, x2, y2]), `data_type` (text, icon),
-    `data_source` (ios, android, windows, macos, web). Pixel boxes are scaled by the image's size."""
+    `data_source` (ios, android, windows, macos, web). Pixel boxes are scaled by the image's size. The target's
+    `box` is in fractions (not the pixel `bbox` that reports draw on the image)."""
     for i, r in enumerate(rows.rows):
         bbox, size, err = [float(v) for v in r["bbox"]], (1, 1), None
         if not _is_fractions(bbox):
@@ -156,6 +157,6 @@ def _screenspot(rows: Rows, ctx: Context) -> Iterator[Sample]:
                     image_size(image_source(r["image"], ctx.roots))
             except ProcessorError as e:
                 err = str(e)
-        target = {"bbox": normalized_box(bbox, float(size[0]), float(size[1])), "data_type": r.get("data_type")}
+        target = {"box": normalized_box(bbox, float(size[0]), float(size[1])), "data_type": r.get("data_type")}
         yield Sample(str(i), target, str(r["instruction"]), images=[r["image"]], error=err,
                      meta={"data_type": r.get("data_type"), "data_source": r.get("data_source")})

@@ -252,6 +252,6 @@ def _click(text: str, sample: Any) -> list[float] | None:
 @scorer("point_in_box")
 def _point_in_box(pred: list[float] | None, target: dict) -> dict[str, float]:
     """1 when the point (fractions) lies in the target box (fractions), edges included."""
-    b = target["bbox"]
+    b = target["box"]
     ok = pred is not None and b[0] <= pred[0] <= b[2] and b[1] <= pred[1] <= b[3]
     return {"accuracy": float(ok)}
