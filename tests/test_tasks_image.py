@@ -180,7 +180,7 @@ def test_group_breakdowns_and_counts(tmp_path):
     assert mv["metrics"]["accuracy"] == 50.0
 
 
-@pytest.mark.parametrize("task", ["ocrbench", "mmbench_en_dev", "mathvista_testmini", "screenspot_v2"])
+@pytest.mark.parametrize("task", TASKS)
 def test_run_data_on_tiny(task, tmp_path):
     out = tmp_path / "run"
     r = cli("run", "--task", task, "--model", "tiny", "--data", FIXTURES[task], "--limit", "2", "--max-new-tokens",
