@@ -239,3 +239,45 @@ def test_mathvista_rule_extractor_is_the_judge_seam():
     assert mathvista_rule_extract("The answer is 7.", num) is None and mathvista_rule_extract("", num) == ""
     assert mathvista_rule_extract("1.5", flt) == "1.5" and mathvista_normalize("1.505", flt) == "1.5"
     assert mathvista_normalize("(B) 45", mc) == "45" and mathvista_normalize("", mc) == "30"  # nearest to ""
+
+
+def test_mathvista_judge_reads_what_the_rules_cannot(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Echo(BaseHTTPRequestHandler):  # a loopback judge that extracts the reply itself
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            text = body["messages"][0]["content"]
+            seen.append(text)
+            reply = text.rsplit("Reply: ", 1)[1].split("\nExtracted answer:")[0].strip()
+            data = json.dumps({"choices": [{"index": 0, "finish_reason": "stop",
+                                            "message": {"role": "assistant", "content": reply}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    ids = [x.id for x in samples("mathvista_testmini")]
+    preds = write_preds(tmp_path / "p.jsonl", dict(zip(ids, CRAFTED["mathvista_testmini"][0])))
+    try:
+        r = cli("score", "--task", "mathvista_testmini", "--predictions", preds, "--data",
+                FIXTURES["mathvista_testmini"], "--output", tmp_path / "o", "--judge-base-url", f"http://127.0.0.1:{srv.server_address[1]}/v1",
+                "--judge-cache", tmp_path / "cache")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    # "7" and "3.50" read by the rules; the judge extracts "C" (-> 60) and the list: all four right
+    assert res["metrics"]["accuracy"] == 50.0 and res["metrics"]["accuracy_judged"] == 100.0
+    assert (res["judge"]["n_rules"], res["judge"]["n_judged"]) == (2, 2) and len(seen) == 2
+    assert "Find the measure of angle B.\nA. 30" in seen[0]  # the judge sees the question as the model did

@@ -13,9 +13,9 @@ code on a corpus of replies, `reference/scoring/run_reference_image.py`).
 - MathVista (lmms-eval `mathvista_testmini_format`): `mathvista_rule_extract`, the rules lmms-eval applies before
   its judge, then `mathvista_normalize` and string equality. Where the rules cannot read a reply, lmms-eval asks
   a judge; without one its extraction is "" (counted here as `judge_fallback`). The seam for a judge is
-  `mathvista_rule_extract` returning None. One deviation: lmms-eval rounds float answers with the dataset's
-  float `precision`, which Python refuses (every float question scores 0 there); here `int(precision)`, as
-  MathVista's own `calculate_score.py` does.
+  `mathvista_rule_extract` returning None (the `mathvista_rules` parser of the task's `judge:` block). One
+  deviation: lmms-eval rounds float answers with the dataset's float `precision`, which Python refuses (every
+  float question scores 0 there); here `int(precision)`, as MathVista's own `calculate_score.py` does.
 - HallusionBench (lmms-eval `hb_aggregation_result_*_intern`, the judge-free reading): "yes" anywhere in the
   lowercased reply is yes ("1"), else no ("0").
 - ScreenSpot-v2: the standard click accuracy (the point inside the target box, edges included) with the point
@@ -191,10 +191,24 @@ def _mathvista(text: str, sample: Any) -> dict[str, Any]:
             "judge_fallback": fallback}
 
 
+@register("mathvista_rules", version=1, strip=False)
+def _mathvista_rules(text: str, sample: Any) -> dict[str, Any] | None:
+    """The rules alone (the `judge:` block's `rules`): as `mathvista_lmms`, None where a judge must read."""
+    extraction = mathvista_rule_extract(text, sample.target)
+    if extraction is None:
+        return None
+    return {"extraction": extraction, "prediction": mathvista_normalize(extraction, sample.target),
+            "judge_fallback": False}
+
+
 @scorer("mathvista_lmms")
-def _mathvista_score(pred: dict | None, target: dict) -> dict[str, float]:
+def _mathvista_score(pred: dict | str | None, target: dict) -> dict[str, float]:
+    """String equality of the normalised prediction and the answer; a str is an extraction (a judge's) to
+    normalise first."""
     if pred is None:
         return {"accuracy": 0.0}
+    if isinstance(pred, str):
+        pred = {"prediction": mathvista_normalize(pred.strip(), target)}
     out = {"accuracy": float(str(pred["prediction"]).strip() == str(target["answer"]).strip())}
     if pred.get("judge_fallback"):
         out["judge_fallback"] = 1.0
