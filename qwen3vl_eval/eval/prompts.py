@@ -39,6 +39,7 @@ class Prompt:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+_LETTER_DIRECTLY = "Answer with the option's letter from the given choices directly."
 PROMPTS: dict[str, Prompt] = {
     p.name: p
     for p in [
@@ -68,20 +69,17 @@ PROMPTS: dict[str, Prompt] = {
         Prompt("rec_qwen3vl", 1,
                'Locate every object that matches the description "{question}" in the image. '
                "Report bbox coordinates in JSON format."),
-        # lmms-eval ocrbench / realworldqa / hallusion_bench (no pre or post prompt) and mathvista_testmini_format
-        # (the adapter builds its format-prompt query).
+        # Issue #16 image tasks, lmms-eval 0.7.3's texts: ocrbench / realworldqa / hallusion_bench / mathvista
+        # format-prompt (`plain`: the adapter builds MathVista's query), ai2d, mmbench_en (the adapter writes hint,
+        # question and options), mmstar's qwen3_vl kwargs (no newline before the instruction, as there), and
+        # screenspot_v2's instruction asking for Qwen3-VL's 0-1000 scale instead of fractions.
         Prompt("plain", 1, "{question}"),
-        # lmms-eval ai2d (default mcq format) and mmbench_en (the adapter writes hint, question and options).
-        Prompt("ai2d_mcq", 1,
-               "{question}\n{options}\nAnswer with the option's letter from the given choices directly."),
-        Prompt("mmbench_letter", 1, "{question}\nAnswer with the option's letter from the given choices directly."),
-        # lmms-eval mmstar, its qwen3_vl kwargs (no newline before the instruction, as there).
+        Prompt("ai2d_mcq", 1, "{question}\n{options}\n" + _LETTER_DIRECTLY),
+        Prompt("mmbench_letter", 1, "{question}\n" + _LETTER_DIRECTLY),
         Prompt("mmstar_qwen3vl", 1, "Question: {question}Answer with the option letter only."),
-        # lmms-eval screenspot_v2's instruction, asking for Qwen3-VL's 0-1000 scale instead of fractions.
-        Prompt("screenspot_point_1000", 1,
-               "Identify the UI element for the instruction and output exactly one click point as [x, y], with x "
-               "and y on a 0-1000 scale of the image width and height. Do not output a bounding box.\n"
-               "Instruction: {question}"),
+        Prompt("screenspot_point_1000", 1, "Identify the UI element for the instruction and output exactly one click "
+               "point as [x, y], with x and y on a 0-1000 scale of the image width and height. Do not output a "
+               "bounding box.\nInstruction: {question}"),
         # Zero-shot chain of thought with the GSM8K "#### n" final line (lm-eval strict-match target).
         Prompt("gsm8k_cot", 1,
                "Question: {question}\nSolve the problem step by step. On the last line, write the final answer "
