@@ -12,6 +12,7 @@ from qwen3vl_eval.errors import TaskError
 from qwen3vl_eval.eval.adapters import ADAPTERS, Context, Rows
 from qwen3vl_eval.eval.data import load_samples
 from qwen3vl_eval.eval.media import image_source
+from qwen3vl_eval.eval.oracle import oracle_prediction
 from qwen3vl_eval.eval.task import load_registry, suites
 from qwen3vl_eval.processor.image import image_size
 
@@ -38,24 +39,7 @@ def score(task: str, preds: dict, out) -> dict:  # noqa: ANN001
     r = cli("score", "--task", task, "--predictions", write_preds(out / "p.jsonl", preds), "--data", FIXTURES[task],
             "--output", out / "o")
     assert r.exit_code == 0, r.output
-    return json.loads((out / "o" / "results.json").read_text())
-
-
-def oracle(task: str, s) -> str:  # noqa: ANN001
-    """A reply the headline reading takes as right (MathVista: lmms-eval's rules read no list answer)."""
-    t = s.target
-    if task in ("ocrbench",):
-        return t["answers"][0]
-    if task == "infovqa_val":
-        return t[0]
-    if task == "mathvista_testmini":
-        return t["answer"]
-    if task == "hallusionbench":
-        return "Yes" if t == "1" else "No"
-    if task == "screenspot_v2":
-        b = t["box"]
-        return f"[{round((b[0] + b[2]) * 500)}, {round((b[1] + b[3]) * 500)}]"
-    return t
+    return json.loads((out / "o" / task / "results.json").read_text())
 
 
 def test_registry_suites_and_data_ids():
@@ -100,9 +84,8 @@ def test_adapter_details():
 
 @pytest.mark.parametrize("task", TASKS)
 def test_oracle_scores_100(task, tmp_path):
-    got = samples(task)
-    res = score(task, {x.id: oracle(task, x) for x in got}, tmp_path)
-    spec = REGISTRY[task]
+    got, spec = samples(task), REGISTRY[task]
+    res = score(task, {x.id: oracle_prediction(spec.scorer, x.target) for x in got}, tmp_path)
     assert res["n_samples"] == len(got) and res["n_errors"] == 0 and res["reference"] == spec.reference
     for m in spec.metrics:
         want = float(len(got)) if m == "ocrbench_score" else 100.0
@@ -167,15 +150,17 @@ def test_group_breakdowns_and_counts(tmp_path):
     assert res["breakdowns"]["category"]["attribute_recognition"]["circular_accuracy"] == 0.0
     assert res["breakdowns"]["category"]["image_scene"]["circular_accuracy"] == 100.0
     # the group fields are in samples.jsonl, so scoring that file again gives the group metrics again
-    again = cli("score", "--task", "mmbench_en_dev", "--predictions", tmp_path / "m" / "o" / "samples.jsonl",
-                "--data", FIXTURES["mmbench_en_dev"], "--output", tmp_path / "again")
+    logged = tmp_path / "m" / "o" / "mmbench_en_dev" / "samples.jsonl"
+    again = cli("score", "--task", "mmbench_en_dev", "--predictions", logged, "--data", FIXTURES["mmbench_en_dev"],
+                "--output", tmp_path / "again")
     assert again.exit_code == 0, again.output
-    assert json.loads((tmp_path / "again" / "results.json").read_text())["metrics"] == res["metrics"]
-    line = json.loads((tmp_path / "m" / "o" / "samples.jsonl").read_text().splitlines()[0])
+    assert json.loads((tmp_path / "again" / "mmbench_en_dev" / "results.json").read_text())["metrics"] == res["metrics"]
+    line = json.loads(logged.read_text().splitlines()[0])
     assert line["meta"]["circular_group"] == 0
     mv = score("mathvista_testmini", dict(zip([x.id for x in samples("mathvista_testmini")],
                                               CRAFTED["mathvista_testmini"][0])), tmp_path / "v")
-    lines = [json.loads(x) for x in (tmp_path / "v" / "o" / "samples.jsonl").read_text().splitlines()]
+    log = tmp_path / "v" / "o" / "mathvista_testmini" / "samples.jsonl"
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert [bool(x["extracted"]["judge_fallback"]) for x in lines] == [True, False, False, True]
     assert mv["metrics"]["accuracy"] == 50.0
 
@@ -276,7 +261,7 @@ def test_mathvista_judge_reads_what_the_rules_cannot(tmp_path):
         srv.shutdown()
         srv.server_close()
     assert r.exit_code == 0, r.output
-    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    res = json.loads((tmp_path / "o" / "mathvista_testmini" / "results.json").read_text())
     # "7" and "3.50" read by the rules; the judge extracts "C" (-> 60) and the list: all four right
     assert res["metrics"]["accuracy"] == 50.0 and res["metrics"]["accuracy_judged"] == 100.0
     assert (res["judge"]["n_rules"], res["judge"]["n_judged"]) == (2, 2) and len(seen) == 2

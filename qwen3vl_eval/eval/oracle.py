@@ -36,6 +36,15 @@ def oracle_prediction(scorer: str, target: Any) -> str:
         return "```json\n" + json.dumps([{"bbox_2d": rel, "label": "object"}]) + "\n```"
     if scorer == "gsm8k":
         return f"Adding it up gives {target}.\n#### {target}"
+    if scorer in ("ocrbench_lmms", "mathvista_lmms"):  # MathVista: lmms-eval's rules read no list answer
+        return str(target["answers"][0] if "answers" in target else target["answer"])
+    if scorer in ("exact_match_lmms", "realworldqa_lmms"):
+        return str(target)
+    if scorer == "hallusion_lmms":
+        return "Yes" if target == "1" else "No"
+    if scorer == "point_in_box":
+        b = target["box"]
+        return f"[{round((b[0] + b[2]) * 500)}, {round((b[1] + b[3]) * 500)}]"
     raise TaskError(f"no oracle predictions for scorer {scorer}")
 
 

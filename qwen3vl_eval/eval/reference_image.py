@@ -223,6 +223,12 @@ def _hallusion(text: str, sample: Any) -> str:
     return "1" if "yes" in text.lower() else "0"
 
 
+@scorer("hallusion_lmms")
+def _hallusion_score(pred: str | None, target: str) -> dict[str, float]:
+    """The yes/no reading ("1", "0") equals `gt_answer`."""
+    return {"accuracy": float(pred is not None and pred == str(target))}
+
+
 # ---------------------------------------------------------------- ScreenSpot-v2
 
 _NUM = r"-?\d+(?:\.\d+)?%?"
