@@ -14,7 +14,6 @@ from qwen3vl_eval.errors import ProcessorError
 from qwen3vl_eval.eval.adapters import Context, Rows, Sample, _image_list, adapter
 from qwen3vl_eval.eval.media import image_source
 from qwen3vl_eval.eval.parsers import LETTERS
-from qwen3vl_eval.processor.image import image_size
 
 
 def _text(v: Any) -> str | None:
@@ -152,6 +151,7 @@ def _screenspot(rows: Rows, ctx: Context) -> Iterator[Sample]:
     for i, r in enumerate(rows.rows):
         bbox, size, err = [float(v) for v in r["bbox"]], (1, 1), None
         if not _is_fractions(bbox):
+            from qwen3vl_eval.processor.image import image_size  # imports torch: only for pixel boxes
             try:
                 size = (r["image_width"], r["image_height"]) if r.get("image_width") else \
                     image_size(image_source(r["image"], ctx.roots))
