@@ -161,7 +161,7 @@ def test_group_breakdowns_and_counts(tmp_path):
                                               CRAFTED["mathvista_testmini"][0])), tmp_path / "v")
     log = tmp_path / "v" / "o" / "mathvista_testmini" / "samples.jsonl"
     lines = [json.loads(x) for x in log.read_text().splitlines()]
-    assert [bool(x["extracted"]["judge_fallback"]) for x in lines] == [True, False, False, True]
+    assert [bool(x["parsed_prediction"]["judge_fallback"]) for x in lines] == [True, False, False, True]
     assert mv["metrics"]["accuracy"] == 50.0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from qwen3vl_eval.eval.adapters import ADAPTERS, Context, Rows
-from qwen3vl_eval.eval.metrics import summarize
+from qwen3vl_eval.eval.aggregate import summarize
 from qwen3vl_eval.eval.results import score_sample
 from qwen3vl_eval.eval.task import load_registry
 
@@ -99,7 +99,7 @@ def test_mathvista_judge_seam_is_where_lmms_eval_asks_its_judge():
     for row, exp in asked:
         rec = record(row)
         assert bool(rec["scores"].get("judge_fallback")) == exp["judge"], row["reply"]
-        assert rec["extracted"]["judge_fallback"] == exp["judge"]
+        assert rec["parsed_prediction"]["judge_fallback"] == exp["judge"]
 
 
 def test_float_precision_deviation_is_lmms_eval_raising():
