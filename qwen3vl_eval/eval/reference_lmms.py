@@ -28,9 +28,10 @@ MMMU_FALLBACK_SEED = 0
 
 # ---------------------------------------------------------------- lmms-eval: the raw reply
 
-@register("raw", version=1, strip=False)
+@register("raw", version=2)
 def _raw(text: str, sample: Any) -> str:
-    """lmms-eval docvqa / chartqa / textvqa score the reply as generated (after the Thinking split)."""
+    """lmms-eval docvqa / chartqa / textvqa score the reply as generated (after the Thinking split), stripped of
+    surrounding whitespace: ConfigurableTask.process_results strips every generate_until reply first."""
     return text
 
 

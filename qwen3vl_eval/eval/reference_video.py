@@ -58,9 +58,9 @@ def mvbench_normalize(text: str) -> str:
     return m.group(1).upper() if m else out
 
 
-@register("mvbench_lmms", version=1, strip=False)
+@register("mvbench_lmms", version=2)  # stripped, as ConfigurableTask.process_results does
 def _mvbench(text: str, sample: Any) -> str | None:
-    """The normalised reply (a letter, or text that matches no letter); None for an empty reply."""
+    """The normalised reply (a letter, or text that matches no letter); None for an empty (or blank) reply."""
     return mvbench_normalize(text) if text != "" else None
 
 

@@ -156,6 +156,8 @@ def main() -> None:
             if "</think>" not in reply:
                 deviation = "truncated_reasoning"
             reply = strip_thinking(row["task"], reply)
+        if row["task"] in LMMS_TASKS:  # lmms-eval's ConfigurableTask.process_results strips generate_until
+            reply = reply.strip()      # replies before a task's process_results or metric (api/task.py)
         _Guess.guessed = False
         scores = score(row, reply)
         out.append({"id": row["id"], "scores": scores, "random": _Guess.guessed, "deviation": deviation})

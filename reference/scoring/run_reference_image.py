@@ -179,6 +179,7 @@ def main() -> None:
             if "</think>" not in reply:
                 deviation = "truncated_reasoning"
             reply = strip_thinking(reply)
+        reply = reply.strip()  # ConfigurableTask.process_results strips generate_until replies first
         got = score(row["task"], row["doc"], reply)
         if deviation:
             got["deviation"] = deviation

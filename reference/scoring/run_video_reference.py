@@ -110,6 +110,7 @@ def main() -> None:
             if "</think>" not in reply:
                 deviation = "truncated_reasoning"
             reply = reply.partition("</think>")[2].strip()
+        reply = reply.strip()  # ConfigurableTask.process_results strips generate_until replies first
         _Guess.guessed = False
         vals, item = score(row, reply)
         out.append({"id": row["id"], "scores": vals, "random": _Guess.guessed, "deviation": deviation})
