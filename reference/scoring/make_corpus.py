@@ -252,13 +252,18 @@ def build() -> list[dict]:
     return rows
 
 
-def main() -> None:
-    rows = build()
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    with open(OUT, "w", encoding="utf-8") as f:
+def write_corpus(rows: list[dict], out: Path) -> None:
+    """The replies as JSONL at `out` (one line per reply, UTF-8)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    print(f"{OUT}: {len(rows)} replies")
+    print(f"{out}: {len(rows)} replies")
+
+
+def main() -> None:
+    rows = build()
+    write_corpus(rows, OUT)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ Then `run_reference_image.py` (in the reference venv) scores every reply with th
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_corpus import LETTER_STYLES, OPTIONS, WORDS, Mix, perturb, thinking, wrap_answer  # noqa: E402
+from make_corpus import LETTER_STYLES, OPTIONS, WORDS, Mix, perturb, thinking, wrap_answer, write_corpus  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[2] / "tests" / "data" / "reference_scoring" / "image" / "corpus.jsonl"
 PER_TASK = {"tune": 160, "heldout": 60}  # replies per task and part (group tasks round up to whole groups)
@@ -225,11 +224,7 @@ def build() -> list[dict]:
 
 def main() -> None:
     rows = build()
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    with open(OUT, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    print(f"{OUT}: {len(rows)} replies")
+    write_corpus(rows, OUT)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,12 @@ Then `run_video_reference.py` (in the reference venv) scores every reply with lm
 
 from __future__ import annotations
 
-import json
 import random
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_corpus import write_corpus  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[2] / "tests" / "data" / "reference_scoring" / "video_corpus.jsonl"
 PER_TASK = {"tune": 220, "heldout": 80}
@@ -111,11 +114,7 @@ def main() -> None:
         mix = Mix(rng, split)
         for task in TASKS:
             rows += [make_row(rng, mix, task, split, k) for k in range(n)]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    with open(OUT, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    print(f"{OUT}: {len(rows)} replies")
+    write_corpus(rows, OUT)
 
 
 if __name__ == "__main__":
